@@ -1,0 +1,170 @@
+//! Every setting of the server: its flag, its environment variable and its
+//! default, in one place. `chatsubo --help` prints this table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Chatsubo: a WebRTC signaling server with session history, metrics, logs and traces.
+///
+/// Every flag can also be set by an environment variable named
+/// `CHATSUBO_<FLAG>` (for example `CHATSUBO_MAX_ROOM_SIZE=6`).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chatsubo", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for WebSocket signaling and HTTP.
+    #[arg(long, env = "CHATSUBO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded session store.
+    #[arg(long, env = "CHATSUBO_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Directory of the rotated JSON log files.
+    #[arg(long, env = "CHATSUBO_LOG_DIR", default_value = "./logs")]
+    pub log_dir: PathBuf,
+
+    /// Most peers in one room (peers inside their resume grace included).
+    #[arg(long, env = "CHATSUBO_MAX_ROOM_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_room_size: u32,
+
+    /// Seconds a dropped peer keeps its place and can resume (fractions allowed).
+    #[arg(long, env = "CHATSUBO_RESUME_GRACE_SECS", default_value = "30",
+          value_parser = parse_seconds)]
+    pub resume_grace_secs: Duration,
+
+    /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
+    #[arg(long, env = "CHATSUBO_HEARTBEAT_INTERVAL_MS", default_value_t = 15000,
+          value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub heartbeat_interval_ms: u64,
+
+    /// Largest message accepted, in bytes, after reassembly of fragments.
+    #[arg(long, env = "CHATSUBO_MAX_MESSAGE_BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_message_bytes: u64,
+
+    /// Bearer token required by /api/* and /dashboard; without it they answer loopback clients only.
+    #[arg(long, env = "CHATSUBO_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Messages per second each connection may send, sustained (token bucket refill).
+    #[arg(long, env = "CHATSUBO_RATE_LIMIT_PER_SEC", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_per_sec: u32,
+
+    /// Messages each connection may send in a burst (token bucket size).
+    #[arg(long, env = "CHATSUBO_RATE_LIMIT_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: u32,
+
+    /// Most open WebSocket connections in total.
+    #[arg(long, env = "CHATSUBO_MAX_CONNECTIONS", default_value_t = 10000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most open WebSocket connections from one client address.
+    #[arg(long, env = "CHATSUBO_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_ip: u32,
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment.
+    pub fn defaults() -> Self {
+        // Parse with an empty environment view: clap reads `env` itself, so
+        // build from the argument defaults directly.
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        for arg in cmd
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect::<Vec<_>>()
+        {
+            cmd = cmd.mut_arg(arg, |a| a.env(None::<&str>));
+        }
+        let matches = cmd.get_matches_from(["chatsubo"]);
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).expect("defaults parse")
+    }
+
+    /// The heartbeat interval as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The resume grace period.
+    pub fn resume_grace(&self) -> Duration {
+        self.resume_grace_secs
+    }
+
+    /// The largest accepted message in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes as usize
+    }
+
+    /// Checks the rules that join several flags; the message is one line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate_limit_burst < 1 {
+            return Err("--rate-limit-burst must be at least 1".into());
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return Err(format!(
+                "--max-connections-per-ip ({}) cannot exceed --max-connections ({})",
+                self.max_connections_per_ip, self.max_connections
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("'{text}' must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = Config::defaults();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.log_dir, PathBuf::from("./logs"));
+        assert_eq!(c.max_room_size, 10);
+        assert_eq!(c.resume_grace(), Duration::from_secs(30));
+        assert_eq!(c.heartbeat_interval_ms, 15000);
+        assert_eq!(c.max_message_bytes, 65536);
+        assert_eq!(c.api_token, None);
+        assert_eq!(c.rate_limit_per_sec, 50);
+        assert_eq!(c.rate_limit_burst, 200);
+        assert_eq!(c.max_connections, 10000);
+        assert_eq!(c.max_connections_per_ip, 256);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::try_parse_from(["chatsubo", "--max-room-size", "0"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--resume-grace-secs", "-1"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--listen", "nowhere"]).is_err());
+        let c = Config::try_parse_from(["chatsubo", "--resume-grace-secs", "0.25"]).unwrap();
+        assert_eq!(c.resume_grace(), Duration::from_millis(250));
+        let c = Config::try_parse_from([
+            "chatsubo",
+            "--max-connections",
+            "10",
+            "--max-connections-per-ip",
+            "20",
+        ])
+        .unwrap();
+        assert!(c.validate().is_err());
+    }
+}

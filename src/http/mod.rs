@@ -1,0 +1,33 @@
+//! The HTTP surface: one warp filter tree for `/ws`, `/health`, `/metrics`
+//! and, with the analytics store, `/api/*`. Errors are JSON everywhere.
+
+mod errors;
+mod health;
+mod metrics;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+pub use errors::{ApiError, json_error};
+
+use crate::signaling::Hub;
+
+/// The client's address, put on each request by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Every route of the server.
+pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
+    ws::route(hub.clone())
+        .or(health::route(hub.clone()))
+        .unify()
+        .or(metrics::route(hub))
+        .unify()
+        .recover(errors::recover)
+        .unify()
+        .boxed()
+}

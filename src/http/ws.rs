@@ -1,0 +1,184 @@
+//! `GET /ws`: the WebSocket upgrade, done here rather than by warp's `ws()`
+//! so that the socket's buffers are sized deliberately and the connection
+//! caps answer before any upgrade.
+
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::Filter;
+use warp::Reply;
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use super::{ClientAddr, json_error};
+use crate::signaling::{self, ConnectionInfo, Hub, Refused};
+
+#[derive(Deserialize, Default)]
+struct WsQuery {
+    room: Option<String>,
+}
+
+pub fn route(hub: Arc<Hub>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let query = warp::query::<WsQuery>()
+        .or(warp::any().map(WsQuery::default))
+        .unify();
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<ClientAddr>())
+        .map(
+            move |headers: HeaderMap,
+                  query: WsQuery,
+                  on_upgrade: Option<OnUpgrade>,
+                  addr: Option<ClientAddr>| {
+                upgrade(&hub, &headers, query, on_upgrade, addr)
+            },
+        )
+}
+
+/// The WebSocket settings: the read buffer is small because most signaling
+/// messages are; larger ones grow it only while they are read.
+pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+fn upgrade(
+    hub: &Arc<Hub>,
+    headers: &HeaderMap,
+    query: WsQuery,
+    on_upgrade: Option<OnUpgrade>,
+    addr: Option<ClientAddr>,
+) -> Response {
+    let header_has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !header_has(header::UPGRADE, "websocket") || !header_has(header::CONNECTION, "upgrade") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "this endpoint speaks WebSocket only (Upgrade: websocket)",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut res = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "BAD_REQUEST",
+            "only WebSocket version 13 is supported",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return res;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    let (Some(on_upgrade), Some(ClientAddr(remote))) = (on_upgrade, addr) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "this connection cannot be upgraded",
+        );
+    };
+    if hub.shutdown.is_cancelled() {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_SHUTTING_DOWN",
+            "the server is shutting down",
+        );
+    }
+    let permit = match hub.limits.try_acquire(remote.ip()) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            hub.metrics
+                .connections_refused
+                .with_label_values(&[refused.as_str()])
+                .inc();
+            tracing::warn!(
+                event = "connection_refused",
+                cap = refused.as_str(),
+                "connection cap reached"
+            );
+            let (status, message) = match refused {
+                Refused::Total => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is at its connection limit; retry later",
+                ),
+                Refused::PerAddress => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from your address",
+                ),
+            };
+            let mut res = json_error(status, "TOO_MANY_CONNECTIONS", message);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
+    };
+    let info = ConnectionInfo {
+        remote,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
+        room: query.room,
+        permit,
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let config = socket_config(hub.config.max_message_bytes());
+    let task_hub = hub.clone();
+    hub.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                signaling::serve(ws, task_hub, info).await;
+            }
+            Err(err) => {
+                tracing::debug!(event = "upgrade_failed", cause = %err, "WebSocket upgrade failed")
+            }
+        }
+    });
+
+    let mut res = warp::reply().into_response();
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    res
+}

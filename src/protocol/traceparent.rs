@@ -1,0 +1,107 @@
+//! W3C `traceparent` values: parsing what clients send, formatting what the
+//! server hands to the receivers of a relay.
+
+use std::fmt;
+
+/// A parsed W3C trace context (`00-<trace id>-<parent id>-<flags>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` header value. Version 00 must be exactly 55
+    /// characters; higher versions may append fields (W3C forward rule).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() < 55 || bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+            return None;
+        }
+        let version = hex_byte(&text[0..2])?;
+        if version == 0xff || (version == 0 && bytes.len() != 55) {
+            return None;
+        }
+        if bytes.len() > 55 && bytes[55] != b'-' {
+            return None;
+        }
+        let mut trace_id = [0u8; 16];
+        for (i, b) in trace_id.iter_mut().enumerate() {
+            *b = hex_byte(&text[3 + 2 * i..5 + 2 * i])?;
+        }
+        let mut span_id = [0u8; 8];
+        for (i, b) in span_id.iter_mut().enumerate() {
+            *b = hex_byte(&text[36 + 2 * i..38 + 2 * i])?;
+        }
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        let flags = hex_byte(&text[53..55])?;
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("00-")?;
+        for b in self.trace_id {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("-")?;
+        for b in self.span_id {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "-{:02x}", u8::from(self.sampled))
+    }
+}
+
+fn hex_byte(pair: &str) -> Option<u8> {
+    // Upper-case hex is invalid in W3C trace context.
+    if pair
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        u8::from_str_radix(pair, 16).ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn round_trip() {
+        let tp = TraceParent::parse(GOOD).unwrap();
+        assert!(tp.sampled);
+        assert_eq!(tp.to_string(), GOOD);
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        assert!(TraceParent::parse("").is_none());
+        assert!(TraceParent::parse(&GOOD.to_uppercase()).is_none());
+        assert!(
+            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(TraceParent::parse(&format!("{GOOD}-extra")).is_none());
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .is_some()
+        );
+    }
+}

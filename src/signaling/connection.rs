@@ -1,0 +1,663 @@
+//! One WebSocket connection from welcome to close: reads frames, applies the
+//! protocol, writes what its outbound queue holds, keeps the heartbeat, and
+//! on the way out leaves its room the way the contract says.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::limits::{ConnectionPermit, Throttle, Verdict};
+use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
+use super::resume::{Redeemed, TokenId};
+use super::room::Room;
+use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
+use crate::protocol::{
+    ClientMessage, ClientTelemetry, ErrorCode, Inbound, LeaveReason, MessageType, PeerOutcome,
+    ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
+};
+use crate::telemetry::metrics::{KickReason, OutKind};
+use crate::timefmt;
+
+/// How long the server waits for a client to answer its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most frames written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Close code for a connection whose peer resumed on a newer connection.
+pub const CLOSE_SUPERSEDED: u16 = 4000;
+
+/// What the HTTP layer learned about the client before the upgrade.
+pub struct ConnectionInfo {
+    pub remote: SocketAddr,
+    pub user_agent: Option<String>,
+    /// The `?room=` of the upgrade request, still to be validated.
+    pub room: Option<String>,
+    pub permit: ConnectionPermit,
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The client sent a close frame first.
+    ClientClosed,
+    /// The socket ended or failed without a close frame.
+    Disconnected,
+    /// No frame for two heartbeat intervals.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// The server removed the peer.
+    Kicked(KickReason),
+    /// The peer resumed on a newer connection.
+    Superseded,
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, info: ConnectionInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection::new(hub, info);
+    conn.run(ws).await;
+}
+
+struct Connection {
+    hub: Arc<Hub>,
+    id: u64,
+    session_id: String,
+    /// The peer id this connection acts as (changes on a resume).
+    peer_id: PeerId,
+    token: TokenId,
+    handle: ConnHandle,
+    outbox: Outbox,
+    room: Option<Arc<Room>>,
+    throttle: Throttle,
+    last_seen: Instant,
+    connected_at: Instant,
+    info: ConnectionInfo,
+    messages_in: u64,
+    messages_out: u64,
+    errors: u64,
+}
+
+impl Connection {
+    fn new(hub: Arc<Hub>, info: ConnectionInfo) -> Self {
+        let id = hub.next_connection_id();
+        let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
+        let token = hub.tokens.issue();
+        let session_id = hub.ids.session_id();
+        let peer_id = hub.ids.peer_id();
+        let welcome = ServerMessage::Welcome {
+            peer_id: &peer_id,
+            session_id: &session_id,
+            resume_token: &token.text,
+            heartbeat_interval_ms: hub.config.heartbeat_interval_ms,
+            max_room_size: hub.config.max_room_size,
+        };
+        handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
+        let now = Instant::now();
+        Connection {
+            throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
+            hub,
+            id,
+            session_id,
+            peer_id,
+            token: token.id,
+            handle,
+            outbox,
+            room: None,
+            last_seen: now,
+            connected_at: now,
+            info,
+            messages_in: 0,
+            messages_out: 0,
+            errors: 0,
+        }
+    }
+
+    async fn run<S>(&mut self, mut ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let metrics = self.hub.metrics.clone();
+        metrics.active_connections.inc();
+        tracing::debug!(
+            event = "connected",
+            session_id = %self.session_id,
+            peer_id = %self.peer_id,
+            "connection opened"
+        );
+        if let Some(room) = self.info.room.take() {
+            self.join_query_room(&room);
+        }
+        let end = self.pump(&mut ws).await;
+        self.leave_room(end);
+        self.close(&mut ws, end).await;
+        metrics.active_connections.dec();
+        metrics
+            .session_duration
+            .observe(self.connected_at.elapsed().as_secs_f64());
+        tracing::debug!(
+            event = "disconnected",
+            session_id = %self.session_id,
+            peer_id = %self.peer_id,
+            end = ?end,
+            messages_in = self.messages_in,
+            messages_out = self.messages_out,
+            errors = self.errors,
+            "connection closed"
+        );
+    }
+
+    /// Reads, writes and keeps the heartbeat until the connection ends.
+    async fn pump<S>(&mut self, ws: &mut WebSocketStream<S>) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let interval = self.hub.config.heartbeat_interval();
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.hub.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                reason = self.outbox.stop.stopped() => {
+                    return match reason {
+                        StopReason::Kicked(why) => End::Kicked(why),
+                        StopReason::Superseded => End::Superseded,
+                    };
+                }
+                Some(frame) = self.outbox.rx.recv() => {
+                    if let Err(err) = self.write_batch(ws, frame).await {
+                        return self.transport_error(&err);
+                    }
+                }
+                read = ws.next() => {
+                    let message = match read {
+                        None => return End::Disconnected,
+                        Some(Err(err)) => return self.read_error(ws, err).await,
+                        Some(Ok(message)) => message,
+                    };
+                    self.last_seen = Instant::now();
+                    match message {
+                        Message::Text(text) => {
+                            if let Some(end) = self.on_text(text.as_str()) {
+                                return end;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            self.hub.metrics.message_in(MessageType::Invalid);
+                            self.messages_in += 1;
+                            self.send_error(&ProtocolError::invalid("binary frames are not part of the protocol; send JSON text"));
+                        }
+                        Message::Close(_) => return End::ClientClosed,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_seen.elapsed() >= 2 * interval {
+                        return End::Timeout;
+                    }
+                    if let Err(err) = ws.send(Message::Ping(Default::default())).await {
+                        return self.transport_error(&err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one frame and whatever else is already queued, then flushes once.
+    async fn write_batch<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        first: Frame,
+    ) -> Result<(), WsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.write_one(ws, first).await?;
+        for _ in 1..WRITE_BATCH {
+            match self.outbox.rx.try_recv() {
+                Ok(frame) => self.write_one(ws, frame).await?,
+                Err(_) => break,
+            }
+        }
+        ws.flush().await
+    }
+
+    async fn write_one<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        frame: Frame,
+    ) -> Result<(), WsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.hub.metrics.message_out(frame.kind);
+        self.messages_out += 1;
+        ws.feed(Message::Text(frame.text)).await
+    }
+
+    fn transport_error(&self, err: &WsError) -> End {
+        match err {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {}
+            other => {
+                self.hub.metrics.websocket_errors.inc();
+                tracing::debug!(event = "websocket_error", session_id = %self.session_id, cause = %other, "transport error");
+            }
+        }
+        End::Disconnected
+    }
+
+    /// A read failed: oversized and non-UTF-8 frames are answered as the
+    /// contract says; anything else is a dropped connection.
+    async fn read_error<S>(&mut self, ws: &mut WebSocketStream<S>, err: WsError) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match err {
+            WsError::Capacity(cause) => {
+                self.hub.metrics.websocket_errors.inc();
+                let limit = self.hub.config.max_message_bytes;
+                tracing::info!(event = "message_too_large", session_id = %self.session_id, cause = %cause, "oversized message");
+                let message = format!("messages are limited to {limit} bytes");
+                self.hub.metrics.error_sent(ErrorCode::MessageTooLarge);
+                self.errors += 1;
+                let text =
+                    ServerMessage::error(ErrorCode::MessageTooLarge, &message, None).to_json();
+                self.hub.metrics.message_out(OutKind::Error);
+                self.messages_out += 1;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
+                End::Kicked(KickReason::MessageTooLarge)
+            }
+            WsError::Utf8(_) => {
+                self.hub.metrics.websocket_errors.inc();
+                End::Kicked(KickReason::InvalidUtf8)
+            }
+            other => self.transport_error(&other),
+        }
+    }
+
+    /// Handles one text frame; returns how the connection ends, if it does.
+    fn on_text(&mut self, text: &str) -> Option<End> {
+        self.messages_in += 1;
+        let parsed = crate::protocol::parse(text);
+        let kind = match &parsed {
+            Ok(message) => message.message_type(),
+            Err(err) => err.reference.unwrap_or(MessageType::Invalid),
+        };
+        self.hub.metrics.message_in(kind);
+        match self.throttle.check() {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                let err = ProtocolError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "over {} messages a second (burst {}); slow down",
+                        self.hub.config.rate_limit_per_sec, self.hub.config.rate_limit_burst
+                    ),
+                );
+                self.send_error(&err.about(kind));
+                return None;
+            }
+            Verdict::Abuse => return Some(End::Kicked(KickReason::RateLimitAbuse)),
+        }
+        match parsed {
+            Ok(inbound) => self.on_message(inbound),
+            Err(err) => self.send_error(&err),
+        }
+        None
+    }
+
+    fn on_message(&mut self, inbound: Inbound<'_>) {
+        let traceparent = inbound.traceparent;
+        let result = match inbound.message {
+            ClientMessage::Join {
+                room,
+                display_name,
+                resume_token,
+            } => self.on_join(room, display_name, resume_token.as_deref()),
+            ClientMessage::Leave => self.on_leave(),
+            ClientMessage::Relay { kind, to, data } => self.on_relay(kind, &to, data, traceparent),
+            ClientMessage::Ping { id } => {
+                let now = timefmt::rfc3339_millis(OffsetDateTime::now_utc());
+                let pong = ServerMessage::Pong {
+                    id: id.as_ref(),
+                    server_time: &now,
+                };
+                self.queue(Frame::new(OutKind::Pong, pong.to_json()));
+                Ok(())
+            }
+            ClientMessage::Telemetry(event) => self.on_telemetry(event),
+        };
+        if let Err(err) = result {
+            self.send_error(&err);
+        }
+    }
+
+    fn join_query_room(&mut self, room: &str) {
+        let result = RoomName::parse(room)
+            .map_err(|e| e.about(MessageType::Join))
+            .and_then(|room| self.on_join(room, None, None));
+        if let Err(err) = result {
+            self.send_error(&err);
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        room: RoomName,
+        display_name: Option<String>,
+        resume_token: Option<&str>,
+    ) -> Result<(), ProtocolError> {
+        let about = |e: ProtocolError| e.about(MessageType::Join);
+        if let Some(current) = &self.room {
+            return Err(about(ProtocolError::new(
+                ErrorCode::AlreadyInRoom,
+                format!("already in room {}; send leave first", current.name()),
+            )));
+        }
+        let metrics = self.hub.metrics.clone();
+        if let Some(token) = resume_token {
+            metrics.reconnection_attempts.inc();
+            let outcome = match self.hub.tokens.redeem(token) {
+                Redeemed::Valid {
+                    peer_id,
+                    room: old_room,
+                } if old_room == room => match self.hub.rooms.get(&room) {
+                    Some(r) if r.resume(&peer_id, &self.handle, &metrics).is_some() => {
+                        self.peer_id = peer_id;
+                        self.hub
+                            .tokens
+                            .bind(&self.token, self.peer_id.clone(), room.clone());
+                        tracing::info!(
+                            event = "peer_resumed",
+                            session_id = %self.session_id,
+                            peer_id = %self.peer_id,
+                            room = %room,
+                            "peer resumed"
+                        );
+                        self.room = Some(r);
+                        metrics.reconnections.with_label_values(&["resumed"]).inc();
+                        return Ok(());
+                    }
+                    _ => "expired",
+                },
+                Redeemed::Valid { .. } | Redeemed::Invalid => "invalid",
+                Redeemed::Expired => "expired",
+            };
+            metrics.reconnections.with_label_values(&[outcome]).inc();
+            tracing::info!(
+                event = "resume_failed",
+                session_id = %self.session_id,
+                outcome,
+                "resume token refused; joining afresh"
+            );
+        }
+        let display_name: Option<Arc<str>> = display_name.map(Arc::from);
+        let max = self.hub.config.max_room_size as usize;
+        match self.hub.rooms.join(
+            &room,
+            &self.peer_id,
+            display_name,
+            &self.handle,
+            max,
+            &metrics,
+        ) {
+            Ok((r, size)) => {
+                metrics.joins.inc();
+                self.hub
+                    .tokens
+                    .bind(&self.token, self.peer_id.clone(), room.clone());
+                tracing::info!(
+                    event = "peer_joined",
+                    session_id = %self.session_id,
+                    peer_id = %self.peer_id,
+                    room = %room,
+                    size,
+                    "peer joined"
+                );
+                self.room = Some(r);
+                Ok(())
+            }
+            Err(size) => {
+                metrics.room_full_rejections.inc();
+                tracing::info!(
+                    event = "room_full",
+                    session_id = %self.session_id,
+                    peer_id = %self.peer_id,
+                    room = %room,
+                    "join refused: room full"
+                );
+                Err(about(ProtocolError::new(
+                    ErrorCode::RoomFull,
+                    format!("room {room} is full ({size}/{max})"),
+                )))
+            }
+        }
+    }
+
+    fn on_leave(&mut self) -> Result<(), ProtocolError> {
+        let Some(room) = self.room.take() else {
+            return Err(not_in_room().about(MessageType::Leave));
+        };
+        let metrics = &self.hub.metrics;
+        if room.remove(&self.peer_id, self.id, LeaveReason::Left, metrics) {
+            tracing::info!(event = "peer_left", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = "left", "peer left");
+        }
+        self.hub.rooms.forget_if_closed(&room, metrics);
+        self.hub.tokens.unbind(&self.token);
+        Ok(())
+    }
+
+    fn on_relay(
+        &mut self,
+        kind: RelayKind,
+        to: &str,
+        data: &RawValue,
+        parent: Option<TraceParent>,
+    ) -> Result<(), ProtocolError> {
+        let about = |e: ProtocolError| e.about(kind.message_type());
+        let Some(room) = &self.room else {
+            return Err(about(not_in_room()));
+        };
+        let traceparent = TraceParent {
+            trace_id: parent.map_or_else(random_trace_id, |p| p.trace_id),
+            span_id: random_span_id(),
+            sampled: parent.is_some_and(|p| p.sampled),
+        };
+        let out_kind = match kind {
+            RelayKind::Offer => OutKind::Offer,
+            RelayKind::Answer => OutKind::Answer,
+            RelayKind::IceCandidate => OutKind::IceCandidate,
+        };
+        let frame = Frame::new(
+            out_kind,
+            relay_frame(kind, &self.peer_id, data, &traceparent),
+        );
+        match room.relay(&self.peer_id, self.id, to, frame, &self.hub.metrics) {
+            Ok(()) => Ok(()),
+            Err(super::room::RelayRefused::UnknownPeer) => Err(about(ProtocolError::new(
+                ErrorCode::UnknownPeer,
+                "to names no other peer of this room",
+            ))),
+            Err(super::room::RelayRefused::NotMember) => {
+                self.room = None;
+                Err(about(not_in_room()))
+            }
+        }
+    }
+
+    fn on_telemetry(&mut self, event: ClientTelemetry) -> Result<(), ProtocolError> {
+        if event.needs_room() && self.room.is_none() {
+            return Err(ProtocolError::new(
+                ErrorCode::NotInRoom,
+                "telemetry about peers needs a room; join first",
+            )
+            .about(MessageType::Telemetry));
+        }
+        let m = &self.hub.metrics;
+        match &event {
+            ClientTelemetry::PeerConnection { outcome, ms, .. } => {
+                m.peer_connections
+                    .with_label_values(&[outcome.as_str()])
+                    .inc();
+                if let (PeerOutcome::Connected, Some(ms)) = (outcome, ms) {
+                    m.peer_connect_seconds.observe(ms / 1000.0);
+                }
+            }
+            ClientTelemetry::Reconnect { outcome, .. } => {
+                m.client_reconnects
+                    .with_label_values(&[outcome.as_str()])
+                    .inc();
+            }
+            ClientTelemetry::SignalingRtt { ms } => m.signaling_rtt_seconds.observe(ms / 1000.0),
+            ClientTelemetry::ConnectTime { ms } => m.client_connect_seconds.observe(ms / 1000.0),
+            ClientTelemetry::ClientError { code, .. } => m.client_error(code),
+        }
+        tracing::debug!(event = "client_telemetry", session_id = %self.session_id, telemetry_event = event.event_name(), "client telemetry");
+        Ok(())
+    }
+
+    /// Queues a frame to this connection's own client; a full queue means
+    /// the client is not reading, and it is kicked.
+    fn queue(&mut self, frame: Frame) {
+        if self.handle.send(frame) == Queued::Full {
+            self.handle
+                .stop(StopReason::Kicked(KickReason::SlowConsumer));
+        }
+    }
+
+    fn send_error(&mut self, err: &ProtocolError) {
+        self.errors += 1;
+        self.hub.metrics.error_sent(err.code);
+        let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
+        self.queue(Frame::new(OutKind::Error, text));
+    }
+
+    /// Leaves the room as the way the connection ended requires.
+    fn leave_room(&mut self, end: End) {
+        let hub = self.hub.clone();
+        let metrics = &hub.metrics;
+        let Some(room) = self.room.take() else {
+            hub.tokens.revoke(&self.token);
+            return;
+        };
+        match end {
+            End::ClientClosed | End::Kicked(_) => {
+                let reason = if end == End::ClientClosed {
+                    LeaveReason::Left
+                } else {
+                    LeaveReason::Kicked
+                };
+                if room.remove(&self.peer_id, self.id, reason, metrics) {
+                    if let End::Kicked(why) = end {
+                        metrics.kicked(why);
+                    }
+                    tracing::info!(event = "peer_left", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = reason.as_str(), "peer left");
+                }
+                hub.rooms.forget_if_closed(&room, metrics);
+                hub.tokens.revoke(&self.token);
+            }
+            End::Superseded => hub.tokens.revoke(&self.token),
+            End::Disconnected | End::Timeout | End::Shutdown => {
+                let reason = if end == End::Timeout {
+                    LeaveReason::Timeout
+                } else {
+                    LeaveReason::Disconnected
+                };
+                if !room.set_away(&self.peer_id, self.id, reason) {
+                    hub.tokens.revoke(&self.token);
+                    return;
+                }
+                let grace = hub.config.resume_grace();
+                hub.tokens.arm(&self.token, Instant::now() + grace);
+                tracing::info!(event = "peer_away", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = reason.as_str(), "peer dropped; holding its place for the resume grace");
+                if end == End::Shutdown {
+                    // The place is kept for a restarted server to take back.
+                    return;
+                }
+                let (peer_id, conn_id, token) = (self.peer_id.clone(), self.id, self.token);
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    hub.tokens.expire(&token);
+                    if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
+                        tracing::info!(event = "peer_left", peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
+                    }
+                    hub.rooms.forget_if_closed(&room, &hub.metrics);
+                });
+            }
+        }
+    }
+
+    /// Closes the socket the way the end requires, within a bounded time.
+    async fn close<S>(&mut self, ws: &mut WebSocketStream<S>, end: End)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let frame = |code: CloseCode, reason: &'static str| {
+            Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })
+        };
+        let close = match end {
+            End::Disconnected => return,
+            End::ClientClosed => None,
+            End::Timeout => frame(CloseCode::Away, "heartbeat timeout"),
+            End::Superseded => frame(
+                CloseCode::from(CLOSE_SUPERSEDED),
+                "resumed on another connection",
+            ),
+            End::Kicked(KickReason::MessageTooLarge) => frame(CloseCode::Size, "message too large"),
+            End::Kicked(KickReason::InvalidUtf8) => {
+                frame(CloseCode::Invalid, "text frame is not valid UTF-8")
+            }
+            End::Kicked(KickReason::SlowConsumer) => {
+                frame(CloseCode::Policy, "too slow to keep up")
+            }
+            End::Kicked(KickReason::RateLimitAbuse) => {
+                frame(CloseCode::Policy, "rate limit exceeded repeatedly")
+            }
+            End::Shutdown => {
+                let text = ServerMessage::error(
+                    ErrorCode::ServerShuttingDown,
+                    "the server is restarting; reconnect and resume with your token",
+                    None,
+                )
+                .to_json();
+                self.hub.metrics.error_sent(ErrorCode::ServerShuttingDown);
+                self.hub.metrics.message_out(OutKind::Error);
+                self.messages_out += 1;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
+                frame(CloseCode::Away, "server shutting down")
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            match close {
+                Some(frame) => ws.close(Some(frame)).await?,
+                // Our answer to the client's close is already queued.
+                None => ws.flush().await?,
+            }
+            // Wait for the other side to finish the closing handshake.
+            while let Some(Ok(_)) = ws.next().await {}
+            Ok::<(), WsError>(())
+        })
+        .await;
+    }
+}
+
+fn not_in_room() -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotInRoom, "join a room first")
+}

@@ -1,0 +1,84 @@
+//! Identifiers the server hands out: peer ids, session ids and trace ids.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rand::RngCore;
+use ulid::Generator;
+
+/// A peer id: server-assigned, opaque, never reused. It is a ULID (48 bits of
+/// milliseconds, 80 random bits, monotonic within this process), so a
+/// restarted server cannot hand out an id that an earlier run used unless the
+/// clock went back and 80 random bits repeated.
+pub type PeerId = Arc<str>;
+
+/// Hands out peer and session ids, both ULIDs from one monotonic generator.
+pub struct IdGenerator {
+    ulids: Mutex<Generator>,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        IdGenerator {
+            ulids: Mutex::new(Generator::new()),
+        }
+    }
+}
+
+impl IdGenerator {
+    fn next(&self) -> ulid::Ulid {
+        let mut generator = self.ulids.lock();
+        // Overflow needs 2^80 ids in one millisecond; fall back to a fresh one.
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+    }
+
+    /// A new session id (`01JD…`), time-sortable.
+    pub fn session_id(&self) -> String {
+        self.next().to_string()
+    }
+
+    /// A new peer id (`p_01JD…`).
+    pub fn peer_id(&self) -> PeerId {
+        Arc::from(format!("p_{}", self.next()))
+    }
+}
+
+/// A random, non-zero W3C span id.
+pub fn random_span_id() -> [u8; 8] {
+    loop {
+        let id = rand::rng().next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A random, non-zero W3C trace id.
+pub fn random_trace_id() -> [u8; 16] {
+    loop {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_sorted() {
+        let ids = IdGenerator::default();
+        let sessions: Vec<String> = (0..10_000).map(|_| ids.session_id()).collect();
+        let mut sorted = sessions.clone();
+        sorted.sort();
+        assert_eq!(sessions, sorted, "session ids sort in creation order");
+        let peers: HashSet<PeerId> = (0..10_000).map(|_| ids.peer_id()).collect();
+        assert_eq!(peers.len(), 10_000);
+        assert!(peers.iter().all(|p| p.starts_with("p_") && p.len() == 28));
+    }
+}

@@ -1,0 +1,86 @@
+//! Signaling: rooms, the per-connection loop, resume tokens and limits.
+//! Data flows one way: socket → protocol (parse) → here (decide) → the
+//! receivers' outbound queues.
+
+mod connection;
+mod ids;
+mod limits;
+mod outbox;
+mod registry;
+mod resume;
+mod room;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use connection::{ConnectionInfo, serve};
+pub use ids::{IdGenerator, PeerId, random_span_id, random_trace_id};
+pub use limits::{
+    ABUSE_STRIKES, ABUSE_WINDOW, ConnectionLimits, ConnectionPermit, Refused, Throttle, Verdict,
+};
+pub use outbox::{ConnHandle, Frame, Queued, StopReason, outbox};
+pub use registry::RoomRegistry;
+pub use resume::{Redeemed, ResumeTokens};
+pub use room::{MAX_HELD_MESSAGES, MemberSnapshot, Room};
+
+use crate::config::Config;
+use crate::telemetry::Metrics;
+
+/// Frames a connection's outbound queue holds before its receiver counts as
+/// too slow and is kicked. A join into a full room of 10 with every peer
+/// trickling candidates stays far below this.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// The shared state of the signaling server.
+pub struct Hub {
+    pub config: Arc<Config>,
+    pub rooms: RoomRegistry,
+    pub tokens: ResumeTokens,
+    pub ids: IdGenerator,
+    pub limits: Arc<ConnectionLimits>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server begins a graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so that shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub started_at: Instant,
+    next_connection: AtomicU64,
+    storage_ok: AtomicBool,
+}
+
+impl Hub {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Hub {
+            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+            config,
+            rooms: RoomRegistry::default(),
+            tokens: ResumeTokens::default(),
+            ids: IdGenerator::default(),
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started_at: Instant::now(),
+            next_connection: AtomicU64::new(1),
+            storage_ok: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the last store operation succeeded.
+    pub fn storage_ok(&self) -> bool {
+        self.storage_ok.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a store operation.
+    pub fn set_storage_ok(&self, ok: bool) {
+        self.storage_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// A process-unique connection number.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}

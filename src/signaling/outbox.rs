@@ -1,0 +1,146 @@
+//! A connection's outbound side as the rest of the server sees it: a bounded
+//! queue of serialised frames and a way to stop the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::telemetry::metrics::{KickReason, OutKind};
+
+/// One serialised server message. Cloning shares the text.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub kind: OutKind,
+    pub text: Utf8Bytes,
+}
+
+impl Frame {
+    pub fn new(kind: OutKind, text: String) -> Self {
+        Frame {
+            kind,
+            text: Utf8Bytes::from(text),
+        }
+    }
+}
+
+/// Why a connection was told to stop by someone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Removed by the server (close 1008).
+    Kicked(KickReason),
+    /// A newer connection resumed this peer; close quietly.
+    Superseded,
+}
+
+/// The outcome of queueing a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// The queue is full: the receiver cannot keep up.
+    Full,
+    /// The connection has ended.
+    Gone,
+}
+
+#[derive(Default)]
+struct Control {
+    // 0: running; otherwise a StopReason code.
+    stop: AtomicU8,
+    notify: Notify,
+}
+
+/// A cheap, cloneable handle to one connection's outbound queue.
+#[derive(Clone)]
+pub struct ConnHandle {
+    id: u64,
+    tx: mpsc::Sender<Frame>,
+    control: Arc<Control>,
+}
+
+/// The connection's own end: the receiver and the stop signal.
+pub struct Outbox {
+    pub rx: mpsc::Receiver<Frame>,
+    pub stop: StopSignal,
+}
+
+/// Tells a connection that someone asked it to stop.
+pub struct StopSignal {
+    control: Arc<Control>,
+}
+
+/// A bounded outbound queue for connection `id`.
+pub fn outbox(id: u64, capacity: usize) -> (ConnHandle, Outbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let control = Arc::new(Control::default());
+    (
+        ConnHandle {
+            id,
+            tx,
+            control: control.clone(),
+        },
+        Outbox {
+            rx,
+            stop: StopSignal { control },
+        },
+    )
+}
+
+impl ConnHandle {
+    /// The connection this handle belongs to.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues a frame without waiting.
+    pub fn send(&self, frame: Frame) -> Queued {
+        match self.tx.try_send(frame) {
+            Ok(()) => Queued::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) => Queued::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+        }
+    }
+
+    /// Tells the connection to stop; the first reason given wins.
+    pub fn stop(&self, reason: StopReason) {
+        let code = match reason {
+            StopReason::Superseded => 1,
+            StopReason::Kicked(KickReason::SlowConsumer) => 2,
+            StopReason::Kicked(KickReason::RateLimitAbuse) => 3,
+            StopReason::Kicked(KickReason::MessageTooLarge) => 4,
+            StopReason::Kicked(KickReason::InvalidUtf8) => 5,
+        };
+        if self
+            .control
+            .stop
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.control.notify.notify_one();
+        }
+    }
+}
+
+impl StopSignal {
+    /// Waits until someone calls [`ConnHandle::stop`], and says why.
+    pub async fn stopped(&self) -> StopReason {
+        loop {
+            if let Some(reason) = self.stop_reason() {
+                return reason;
+            }
+            self.control.notify.notified().await;
+        }
+    }
+
+    fn stop_reason(&self) -> Option<StopReason> {
+        Some(match self.control.stop.load(Ordering::Acquire) {
+            0 => return None,
+            1 => StopReason::Superseded,
+            2 => StopReason::Kicked(KickReason::SlowConsumer),
+            3 => StopReason::Kicked(KickReason::RateLimitAbuse),
+            4 => StopReason::Kicked(KickReason::MessageTooLarge),
+            _ => StopReason::Kicked(KickReason::InvalidUtf8),
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! The rooms that exist now, by name. Its lock is taken to find or create a
+//! room on join and to forget an empty one, never to relay a message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::room::{JoinRefused, Room};
+use super::{ConnHandle, PeerId};
+use crate::protocol::RoomName;
+use crate::telemetry::Metrics;
+
+#[derive(Default)]
+pub struct RoomRegistry {
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+}
+
+impl RoomRegistry {
+    /// Joins (creating the room if needed). On success returns the room and
+    /// its size after the join; `Err(n)` when it is full with `n` peers.
+    pub fn join(
+        &self,
+        name: &RoomName,
+        peer_id: &PeerId,
+        display_name: Option<Arc<str>>,
+        conn: &ConnHandle,
+        max_size: usize,
+        metrics: &Metrics,
+    ) -> Result<(Arc<Room>, usize), usize> {
+        loop {
+            let room = self.get_or_create(name, metrics);
+            match room.join(peer_id, display_name.clone(), conn, max_size, metrics) {
+                Ok(size) => return Ok((room, size)),
+                Err(JoinRefused::Full(size)) => return Err(size),
+                // It emptied between lookup and join; the next lookup replaces it.
+                Err(JoinRefused::Closed) => continue,
+            }
+        }
+    }
+
+    /// The open room of that name, if any.
+    pub fn get(&self, name: &RoomName) -> Option<Arc<Room>> {
+        self.rooms
+            .lock()
+            .get(name)
+            .filter(|r| !r.is_closed())
+            .cloned()
+    }
+
+    fn get_or_create(&self, name: &RoomName, metrics: &Metrics) -> Arc<Room> {
+        let mut rooms = self.rooms.lock();
+        if let Some(room) = rooms.get(name)
+            && !room.is_closed()
+        {
+            return room.clone();
+        }
+        let room = Arc::new(Room::new(name.clone()));
+        rooms.insert(name.clone(), room.clone());
+        metrics.active_rooms.set(rooms.len() as i64);
+        room
+    }
+
+    /// Forgets `room` if it has closed (its last member left).
+    pub fn forget_if_closed(&self, room: &Arc<Room>, metrics: &Metrics) {
+        if !room.is_closed() {
+            return;
+        }
+        let mut rooms = self.rooms.lock();
+        if rooms.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(room.name());
+            metrics.active_rooms.set(rooms.len() as i64);
+        }
+    }
+
+    /// Rooms with at least one peer (peers inside their grace included).
+    pub fn active(&self) -> Vec<Arc<Room>> {
+        self.rooms
+            .lock()
+            .values()
+            .filter(|r| !r.is_closed())
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,271 @@
+#![allow(dead_code)]
+//! spawn_app(): the real server on 127.0.0.1:0 with a fresh data directory,
+//! and a WebSocket test client that speaks the protocol over a real socket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatsubo::Config;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a message that must come.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A test configuration: defaults, with fresh directories.
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path().join("data");
+    config.log_dir = dir.path().join("logs");
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(&dir);
+    configure(&mut config);
+    spawn_with_config(config, dir).await
+}
+
+pub async fn spawn_with_config(config: Config, dir: TempDir) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(chatsubo::run(listener, config, async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        dir,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    /// Connects and reads the welcome.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url("")).await
+    }
+
+    /// Connects and joins `room` as `name`.
+    pub async fn joined(&self, room: &str, name: &str) -> Client {
+        let mut c = self.client().await;
+        c.join(room, name).await;
+        c
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.expect("GET")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// The value of one sample, e.g. `chatsubo_joins_total` or
+    /// `chatsubo_errors_total{code="ROOM_FULL",kind="client"}`; 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and waits until run() returns.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(20), handle)
+                .await
+                .expect("shutdown finishes in bounded time")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+
+    /// Waits until run() returns (after begin_shutdown).
+    pub async fn finished(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(20), handle)
+                .await
+                .expect("shutdown finishes in bounded time")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+}
+
+/// Reads one sample value from a text exposition.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        c.welcome = c.recv_type("welcome").await;
+        c
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.welcome["peerId"].as_str().unwrap().to_string()
+    }
+
+    pub fn token(&self) -> String {
+        self.welcome["resumeToken"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// Joins and returns the `joined` message.
+    pub async fn join(&mut self, room: &str, name: &str) -> Value {
+        self.send(json!({"type":"join","room":room,"displayName":name}))
+            .await;
+        self.recv_type("joined").await
+    }
+
+    /// The next text message, as JSON; fails after PATIENCE.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event(PATIENCE).await {
+            Some(Event::Text(v)) => v,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next text message, which must have this type.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], kind, "unexpected message {v}");
+        v
+    }
+
+    /// The next message must be an error with this code.
+    pub async fn recv_error(&mut self, code: &str) -> Value {
+        let v = self.recv_type("error").await;
+        assert_eq!(v["code"], code, "unexpected error {v}");
+        v
+    }
+
+    /// Asserts that no text message arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Some(Event::Text(v)) = self.next_event(quiet).await {
+            panic!("expected silence, got {v}");
+        }
+    }
+
+    /// The next event: a text message, a close (with its code), or the end.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            return Some(match read {
+                None => Event::Ended,
+                Some(Err(e)) => Event::Failed(e.to_string()),
+                Some(Ok(Message::Text(t))) => {
+                    Event::Text(serde_json::from_str(t.as_str()).expect("server sends JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => Event::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+            });
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.next_event(PATIENCE).await {
+                Some(Event::Closed(code)) => return code,
+                Some(Event::Text(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Closes cleanly (a close the client starts).
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            }))
+            .await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {}
+    }
+
+    /// Drops the TCP connection without a close frame.
+    pub fn vanish(self) {
+        drop(self);
+    }
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Text(Value),
+    Closed(Option<u16>),
+    Ended,
+    Failed(String),
+}
