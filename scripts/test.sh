@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. On a fresh Debian machine it first
+# installs what the tests need (Debian packages) when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+section() { printf '\n=== %s\n' "$*"; }
+
+# --- set-up -----------------------------------------------------------------
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if ((${#missing[@]})); then
+  section "installing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # policy-rc.d keeps package scripts from starting services on this machine.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- Rust ---------------------------------------------------------------------
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+section "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+section "cargo test"
+cargo test --all-targets --locked
+
+# --- checks that need the built binary ------------------------------------------
+bin=target/debug/chatsubo
+for check in scripts/check-metrics.sh scripts/ops-checks.sh; do
+  if [ -x "$check" ]; then
+    section "$check"
+    "$check" "$bin"
+  fi
+done
+
+section "all tests passed"
