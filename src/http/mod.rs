@@ -4,6 +4,7 @@
 mod errors;
 mod health;
 mod metrics;
+mod static_files;
 mod ws;
 
 use std::net::SocketAddr;
@@ -26,6 +27,10 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(health::route(hub.clone()))
         .unify()
         .or(metrics::route(hub))
+        .unify()
+        .or(static_files::route(static_files::PUBLIC))
+        .unify()
+        .or(static_files::route(static_files::DASHBOARD))
         .unify()
         .recover(errors::recover)
         .unify()

@@ -1,0 +1,89 @@
+// Starts the real chatsubo binary for a browser test and reads back the port
+// it bound, from its JSON log line `event: listening`.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const BINARY =
+  process.env.CHATSUBO_BIN ?? fileURLToPath(new URL("../../target/debug/chatsubo", import.meta.url));
+
+/** A scratch directory for one test run; removed by the caller. */
+export function scratch() {
+  const dir = mkdtempSync(join(tmpdir(), "chatsubo-e2e-"));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Starts chatsubo on 127.0.0.1:`port` (0: any) with `dir` for data and logs.
+ * Resolves to { proc, port, base, stop(signal) } once it is listening.
+ */
+export function startServer({ dir, port = 0, args = [] }) {
+  const proc = spawn(
+    BINARY,
+    [
+      "--listen", `127.0.0.1:${port}`,
+      "--data-dir", join(dir, "data"),
+      "--log-dir", join(dir, "logs"),
+      ...args,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "info" } },
+  );
+  const exited = new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
+  let stderr = "";
+  proc.stderr.on("data", (chunk) => (stderr += chunk));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`chatsubo did not start: ${stderr}`)), 20_000);
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`chatsubo exited (${code ?? signal}) before listening: ${stderr}`));
+    });
+    // Keep reading stdout for the whole run, or the pipe would fill up.
+    createInterface({ input: proc.stdout }).on("line", (line) => {
+      if (!line.includes('"listening"')) return;
+      const match = line.match(/"address":"[^"]*:(\d+)"/);
+      if (!match) return;
+      clearTimeout(timer);
+      const bound = Number(match[1]);
+      resolve({
+        proc,
+        port: bound,
+        base: `http://127.0.0.1:${bound}`,
+        exited,
+        async stop(signal = "SIGTERM") {
+          if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+          return exited;
+        },
+      });
+    });
+  });
+}
+
+/** Polls `probe` until it returns a truthy value, or fails after `ms`. */
+export async function eventually(probe, ms = 30_000, what = "condition", explain = async () => "") {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await probe();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const context = await explain().catch((error) => String(error));
+  throw new Error(`timed out waiting for ${what}; last: ${last?.message ?? JSON.stringify(last)} ${context}`);
+}
+
+/** One sample of a Prometheus text exposition (0 when absent). */
+export function sample(text, name) {
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    if (line.slice(0, at) === name) return Number(line.slice(at + 1));
+  }
+  return 0;
+}

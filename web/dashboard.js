@@ -1,0 +1,171 @@
+// The analytics page: live rooms, recent sessions and churn, from /api.
+const $ = (id) => document.getElementById(id);
+const COLORS = { joins: "#1a7f37", leaves: "#cf222e", rejections: "#9a6700", resumes: "#1f6feb" };
+let token = sessionStorage.getItem("chatsubo.token");
+
+async function api(path) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const res = await fetch(path, { headers });
+  if (res.status === 401) {
+    $("auth").hidden = false;
+    throw new Error("the API token is needed");
+  }
+  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  return res.json();
+}
+
+$("auth").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token").value;
+  sessionStorage.setItem("chatsubo.token", token);
+  $("auth").hidden = true;
+  refresh();
+});
+
+async function refresh() {
+  const hourAgo = new Date(Date.now() - 3600_000).toISOString();
+  try {
+    const [rooms, sessions, churn, stats] = await Promise.all([
+      api("/api/rooms?active=true"),
+      api("/api/sessions?limit=25"),
+      api(`/api/churn?since=${encodeURIComponent(hourAgo)}&bucket=60`),
+      api(`/api/stats?since=${encodeURIComponent(hourAgo)}`),
+    ]);
+    renderStats(stats);
+    renderRooms(rooms.rooms);
+    renderSessions(sessions.sessions);
+    renderChurn(churn);
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    $("updated").textContent = String(error.message ?? error);
+  }
+}
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "–";
+  return td;
+}
+
+function renderStats(s) {
+  const items = [
+    ["sessions", s.sessions],
+    ["median length", duration(s.p50DurationMs)],
+    ["p95 length", duration(s.p95DurationMs)],
+    ["resumes", s.reconnects],
+    ["room full", s.roomFullRejections],
+    ["peak connections", s.peakConnections],
+  ];
+  $("stats").replaceChildren(
+    ...items.map(([label, value]) => {
+      const div = document.createElement("div");
+      const v = document.createElement("div");
+      v.className = "stat";
+      v.textContent = value ?? "–";
+      const l = document.createElement("div");
+      l.className = "muted";
+      l.textContent = label;
+      div.append(v, l);
+      return div;
+    }),
+  );
+}
+
+function renderRooms(rooms) {
+  const rows = rooms.map((r) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(r.room), cell(r.activePeers), cell(r.peakPeers), cell(r.sessions), cell(time(r.lastSeen)));
+    return tr;
+  });
+  if (rows.length === 0) rows.push(emptyRow(5, "No active rooms."));
+  $("rooms").replaceChildren(...rows);
+}
+
+function renderSessions(sessions) {
+  const rows = sessions.map((s) => {
+    const tr = document.createElement("tr");
+    tr.title = s.sessionId;
+    tr.append(
+      cell(time(s.connectedAt)),
+      cell(s.room),
+      cell(s.displayName),
+      cell(s.endedAt ? duration(s.durationMs) : "open"),
+      cell(s.closeReason),
+      cell(`${s.messagesIn}/${s.messagesOut}`),
+      cell(s.errors),
+    );
+    return tr;
+  });
+  if (rows.length === 0) rows.push(emptyRow(7, "No sessions yet."));
+  $("sessions").replaceChildren(...rows);
+}
+
+function emptyRow(span, text) {
+  const tr = document.createElement("tr");
+  const td = cell(text);
+  td.colSpan = span;
+  td.className = "muted";
+  tr.append(td);
+  return tr;
+}
+
+function renderChurn(churn) {
+  const canvas = $("churn");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width;
+  const h = canvas.height;
+  const pad = 28;
+  ctx.clearRect(0, 0, w, h);
+  const buckets = churn.buckets;
+  const series = Object.keys(COLORS);
+  const max = Math.max(1, ...buckets.flatMap((b) => series.map((k) => b[k])));
+  ctx.strokeStyle = "#8886";
+  ctx.fillStyle = getComputedStyle(document.body).color;
+  ctx.font = "12px system-ui";
+  ctx.beginPath();
+  ctx.moveTo(pad, pad / 2);
+  ctx.lineTo(pad, h - pad);
+  ctx.lineTo(w - 4, h - pad);
+  ctx.stroke();
+  ctx.fillText(String(max), 2, pad / 2 + 8);
+  ctx.fillText("0", 10, h - pad);
+  if (buckets.length > 0) {
+    const t0 = Date.parse(buckets[0].start);
+    const t1 = Math.max(t0 + 1, Date.parse(buckets[buckets.length - 1].start));
+    const x = (b) => pad + ((Date.parse(b.start) - t0) / (t1 - t0)) * (w - pad - 8);
+    const y = (v) => h - pad - (v / max) * (h - pad * 1.5);
+    for (const key of series) {
+      ctx.strokeStyle = COLORS[key];
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      buckets.forEach((b, i) => (i ? ctx.lineTo(x(b), y(b[key])) : ctx.moveTo(x(b), y(b[key]))));
+      ctx.stroke();
+      if (buckets.length === 1) ctx.fillRect(x(buckets[0]) - 2, y(buckets[0][key]) - 2, 4, 4);
+    }
+    ctx.fillStyle = getComputedStyle(document.body).color;
+    ctx.fillText(new Date(t0).toLocaleTimeString(), pad, h - 8);
+    ctx.fillText(new Date(t1).toLocaleTimeString(), w - 80, h - 8);
+  }
+  $("legend").replaceChildren(
+    ...series.map((key) => {
+      const span = document.createElement("span");
+      span.style.color = COLORS[key];
+      span.textContent = `■ ${key}  `;
+      return span;
+    }),
+  );
+}
+
+function time(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "–";
+}
+
+function duration(ms) {
+  if (ms == null) return "–";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.round(ms / 60_000)} min`;
+}
+
+refresh();
+setInterval(refresh, 5000);
