@@ -11,6 +11,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 if ((${#missing[@]})); then
   section "installing Debian packages: ${missing[*]}"
   sudo=""
@@ -18,6 +19,11 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   # policy-rc.d keeps package scripts from starting services on this machine.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  section "installing the browser tests' node modules"
+  npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 
 # --- Rust ---------------------------------------------------------------------
@@ -28,7 +34,7 @@ section "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 section "cargo test"
-cargo test --all-targets --locked
+cargo test --locked
 
 # --- checks that need the built binary ------------------------------------------
 bin=target/debug/chatsubo
@@ -38,5 +44,9 @@ for check in scripts/check-metrics.sh scripts/ops-checks.sh; do
     "$check" "$bin"
   fi
 done
+
+# --- the browser client ----------------------------------------------------------
+section "browser tests (node --test, headless Chromium)"
+node --test --test-concurrency=1 tests/e2e/
 
 section "all tests passed"
