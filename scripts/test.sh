@@ -16,9 +16,18 @@ if ((${#missing[@]})); then
   section "installing Debian packages: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # The tests start their own Prometheus on a free port: keep the packages'
+  # scripts from starting system services (policy-rc.d exit 101 = "don't").
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -qq
-  # policy-rc.d keeps package scripts from starting services on this machine.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $sudo rm -f "$policy"
+  trap - EXIT
 fi
 
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
