@@ -4,7 +4,8 @@
 # deploy/prometheus/alerts.yml unchanged but scraping and evaluating every
 # second; room-full rejections are caused with examples/room_full.rs, and
 # Prometheus's HTTP API must show ChatsuboRoomCapacityRejections pending or
-# firing within 60 s.
+# firing within 60 s; also every alert rule evaluates without error and the
+# real Prometheus accepts every query of the Grafana dashboard.
 #
 # Builds nothing. Usage:
 #   scripts/prometheus-e2e.sh [CHATSUBO_BIN] [ROOM_FULL_CLIENT]
@@ -155,5 +156,29 @@ rate=$(curl -fsS "http://$PROM/api/v1/query" \
     --data-urlencode 'query=increase(chatsubo_room_full_rejections_total[1m])' || true)
 say "increase(chatsubo_room_full_rejections_total[1m]): $rate"
 [ -n "$state" ] || fail "$ALERT was neither pending nor firing within ${WAIT_SECS} s"
+
+# 6. Every rule evaluates without error on real data.
+rules=$(curl -fsS "http://$PROM/api/v1/rules")
+if grep -q '"health":"err"' <<<"$rules"; then
+    echo "$rules"
+    fail "a rule of alerts.yml fails to evaluate"
+fi
+say "all $(grep -o '"type":"alerting"' <<<"$rules" | wc -l) alert rules evaluate without error"
+
+# 7. The real Prometheus accepts every query of the Grafana dashboard
+#    (Grafana's variables replaced as Grafana would).
+n=0
+while IFS= read -r expr; do
+    expr=${expr#\"expr\": \"}
+    expr=${expr%\"}
+    expr=${expr//\\\"/\"}
+    expr=${expr//\$__rate_interval/1m}
+    expr=${expr//\$instance/.*}
+    answer=$(curl -sS "http://$PROM/api/v1/query" --data-urlencode "query=$expr")
+    grep -q '"status":"success"' <<<"$answer" || fail "Prometheus refuses dashboard query: $expr: $answer"
+    n=$((n + 1))
+done < <(grep -oE '"expr": "(\\.|[^"\\])*"' "$ROOT/deploy/grafana/dashboards/chatsubo.json")
+[ "$n" -gt 0 ] || fail "no query found in the dashboard"
+say "Prometheus accepts all $n dashboard queries"
 OK=1
 say "PASS: $ALERT is $state"
