@@ -62,21 +62,33 @@ free_port() {
     return 1
 }
 
-# 1. Chatsubo on an ephemeral port, rooms of one peer, fresh data and logs.
-"$BIN" --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-dir "$WORK/logs" \
-    --max-room-size 1 >"$WORK/chatsubo.log" 2>&1 &
-PIDS+=($!)
-CHATSUBO_PID=$!
+# 1. Chatsubo on a free loopback port, rooms of one peer, fresh data and logs.
+#    (Readiness is read from /health, not from the log format.)
 ADDR=
-for _ in $(seq 100); do
-    ADDR=$(grep -o '"address":"127\.0\.0\.1:[0-9]*"' "$WORK/chatsubo.log" 2>/dev/null | head -n1 | cut -d'"' -f4 || true)
-    [ -n "$ADDR" ] && break
-    kill -0 "$CHATSUBO_PID" 2>/dev/null || fail "chatsubo exited at start"
-    sleep 0.1
+for attempt in 1 2 3; do
+    port=$(free_port) || fail "no free loopback port"
+    "$BIN" --listen "127.0.0.1:$port" --data-dir "$WORK/data" --log-dir "$WORK/logs" \
+        --max-room-size 1 >"$WORK/chatsubo.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 200); do
+        if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+            # Still ours? (A server that lost the port race exits at once.)
+            sleep 0.2
+            kill -0 "$pid" 2>/dev/null && ADDR="127.0.0.1:$port"
+            break
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -n "$ADDR" ]; then
+        PIDS+=("$pid")
+        break
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 done
-[ -n "$ADDR" ] || fail "chatsubo did not log its listening address within 10 s"
-curl -fsS "http://$ADDR/health" >/dev/null || fail "chatsubo /health does not answer at $ADDR"
-say "chatsubo serving on $ADDR (pid $CHATSUBO_PID)"
+[ -n "$ADDR" ] || fail "chatsubo did not answer /health within 20 s"
+say "chatsubo serving on $ADDR (pid $pid)"
 
 # 2. Prometheus with the shipped rules, 1 s scrapes and evaluations.
 cat >"$WORK/prometheus.yml" <<EOF
