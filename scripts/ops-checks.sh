@@ -12,9 +12,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
 BIN=$(realpath -m "${1:-$ROOT/target/debug/chatsubo}")
 CLIENT=$(realpath -m "${2:-$(dirname "$BIN")/examples/room_full}")
+cd "$ROOT"
 
 missing=()
 for tool in promtool prometheus amtool prometheus-alertmanager systemd-analyze curl; do

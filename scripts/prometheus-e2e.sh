@@ -14,8 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${1:-$ROOT/target/debug/chatsubo}
-CLIENT=${2:-$(dirname "$BIN")/examples/room_full}
+BIN=$(realpath -m "${1:-$ROOT/target/debug/chatsubo}")
+CLIENT=$(realpath -m "${2:-$(dirname "$BIN")/examples/room_full}")
 ALERT=ChatsuboRoomCapacityRejections
 WAIT_SECS=${E2E_WAIT_SECS:-60}
 
