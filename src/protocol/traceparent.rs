@@ -19,6 +19,11 @@ impl TraceParent {
         if bytes.len() < 55 || bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
             return None;
         }
+        // The fields are sliced by byte offset below: a multi-byte character
+        // could straddle one of them and make the slice panic.
+        if !bytes[..55].is_ascii() {
+            return None;
+        }
         let version = hex_byte(&text[0..2])?;
         if version == 0xff || (version == 0 && bytes.len() != 55) {
             return None;
@@ -103,5 +108,22 @@ mod tests {
             TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
                 .is_some()
         );
+    }
+
+    /// Found by a property test: a three-byte character across the boundary
+    /// of the first hex pair made `parse` slice inside it and panic, which a
+    /// client could trigger with any message's `traceparent`.
+    #[test]
+    fn multi_byte_characters_are_refused_not_sliced() {
+        let tp = "00-\u{800}00000000000000000000000000000-0000000000000000-00";
+        assert_eq!(tp.len(), 55);
+        assert!(TraceParent::parse(tp).is_none());
+        for (i, c) in [(3, '€'), (36, '€'), (53, 'é'), (0, 'é'), (1, 'é')] {
+            let mut s = String::from(GOOD);
+            s.replace_range(i..i + c.len_utf8(), &c.to_string());
+            assert!(TraceParent::parse(&s).is_none(), "{s}");
+        }
+        let text = format!(r#"{{"type":"ping","traceparent":"{tp}"}}"#);
+        assert!(crate::protocol::parse(&text).unwrap().traceparent.is_none());
     }
 }
