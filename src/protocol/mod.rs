@@ -5,6 +5,8 @@ mod error;
 mod inbound;
 mod names;
 mod outbound;
+#[cfg(test)]
+mod proptests;
 mod telemetry;
 mod traceparent;
 
