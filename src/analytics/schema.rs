@@ -28,8 +28,7 @@ pub struct Prepared {
 /// Reads the store's version, runs the migrations up to
 /// [`SCHEMA_VERSION`] and records it. Refuses a newer store.
 pub fn prepare(store: &dyn Store) -> anyhow::Result<Prepared> {
-    let found = read_version(store)?;
-    let mut version = match found {
+    let found = match read_version(store)? {
         Some(v) => v,
         None if is_empty(store)? => {
             write_version(store, SCHEMA_VERSION)?;
@@ -41,6 +40,7 @@ pub fn prepare(store: &dyn Store) -> anyhow::Result<Prepared> {
         // Data without a version: the v0 layout of the first previews.
         None => 0,
     };
+    let mut version = found;
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
             found: version,
@@ -61,7 +61,7 @@ pub fn prepare(store: &dyn Store) -> anyhow::Result<Prepared> {
     }
     store.flush().context("flushing the migrated store")?;
     Ok(Prepared {
-        found,
+        found: Some(found),
         now: version,
     })
 }
