@@ -411,3 +411,98 @@ impl BatchState {
 pub fn decode_session(bytes: &[u8]) -> anyhow::Result<SessionRecord> {
     serde_json::from_slice(bytes).context("corrupt session record")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::analytics::recorder::Recorder;
+    use crate::analytics::store::{StoreError, Visit};
+
+    /// A store that fails every write while `broken` is set.
+    #[derive(Default)]
+    struct Flaky {
+        broken: AtomicBool,
+        writes: parking_lot::Mutex<usize>,
+    }
+
+    impl Store for Flaky {
+        fn get(&self, _: Tree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn apply(&self, _: Batch) -> Result<(), StoreError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("disk on fire".into()));
+            }
+            *self.writes.lock() += 1;
+            Ok(())
+        }
+        fn scan(
+            &self,
+            _: Tree,
+            _: Bound<&[u8]>,
+            _: Bound<&[u8]>,
+            _: bool,
+            _: Visit<'_>,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_errors_are_counted_reported_and_recovered_from() {
+        let store = Arc::new(Flaky::default());
+        let metrics = Arc::new(Metrics::new(10));
+        let ok = Arc::new(AtomicBool::new(true));
+        let status: StatusSink = {
+            let ok = ok.clone();
+            Arc::new(move |v| ok.store(v, Ordering::SeqCst))
+        };
+        let (recorder, queue) = Recorder::new(64, metrics.clone());
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(
+            AnalyticsWriter::new(store.clone(), metrics.clone(), status).run(queue, stop.clone()),
+        );
+        let sample = EventKind::Sample { connections: 1 };
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+
+        store.broken.store(true, Ordering::SeqCst);
+        recorder.record(0, sample.clone());
+        settle().await;
+        assert!(!ok.load(Ordering::SeqCst), "health goes degraded");
+        assert_eq!(metrics.storage_errors.get(), 1);
+        assert_eq!(
+            metrics
+                .analytics_events
+                .with_label_values(&["dropped"])
+                .get(),
+            1
+        );
+
+        store.broken.store(false, Ordering::SeqCst);
+        recorder.record(0, sample);
+        settle().await;
+        assert!(
+            ok.load(Ordering::SeqCst),
+            "and back to ok after a good write"
+        );
+        assert_eq!(
+            metrics
+                .analytics_events
+                .with_label_values(&["written"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.analytics_queue_depth.get(), 0);
+        stop.cancel();
+        writer.await.unwrap();
+    }
+}

@@ -643,10 +643,9 @@ impl Connection {
                 } else {
                     LeaveReason::Kicked
                 };
-                if room.remove(&self.peer_id, self.id, reason, metrics) {
-                    if let End::Kicked(why) = end {
-                        metrics.kicked(why);
-                    }
+                let removed = room.remove(&self.peer_id, self.id, reason, metrics);
+                // A room that kicked a slow consumer has removed it already.
+                if removed || matches!(end, End::Kicked(_)) {
                     record_leave(
                         &hub.recorder,
                         self.session,
@@ -654,6 +653,11 @@ impl Connection {
                         &self.peer_id,
                         reason.as_str(),
                     );
+                }
+                if removed {
+                    if let End::Kicked(why) = end {
+                        metrics.kicked(why);
+                    }
                     tracing::info!(event = "peer_left", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = reason.as_str(), "peer left");
                 }
                 hub.rooms.forget_if_closed(&room, metrics);
