@@ -303,3 +303,34 @@ async fn after_a_kill_sessions_are_closed_as_server_crash_and_nothing_flushed_is
     drop(a);
     drop(b);
 }
+
+#[test]
+fn the_binary_refuses_a_store_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(data_dir(dir.path())).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(
+                chatsubo::analytics::schema::VERSION_KEY,
+                &7u32.to_be_bytes(),
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_chatsubo"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir(dir.path()))
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("the store has schema version 7, newer than the 1 this chatsubo understands"),
+        "{stderr}"
+    );
+}
