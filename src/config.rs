@@ -69,6 +69,26 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections_per_ip: u32,
+
+    /// Days of session history kept; older sessions, events and counters are deleted in the background.
+    #[arg(long, env = "CHATSUBO_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
+
+    /// Megabytes of page cache of the session store.
+    #[arg(long, env = "CHATSUBO_STORE_CACHE_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub store_cache_mb: u64,
+
+    /// Milliseconds between flushes of the session store: the most history a kill -9 can lose.
+    #[arg(long, env = "CHATSUBO_FLUSH_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub flush_interval_ms: u64,
+
+    /// Analytics events waiting for the store before new ones are dropped (and counted).
+    #[arg(long, env = "CHATSUBO_ANALYTICS_QUEUE", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub analytics_queue: u64,
 }
 
 impl Config {
@@ -148,6 +168,10 @@ mod tests {
         assert_eq!(c.rate_limit_burst, 200);
         assert_eq!(c.max_connections, 10000);
         assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(c.store_cache_mb, 64);
+        assert_eq!(c.flush_interval_ms, 1000);
+        assert_eq!(c.analytics_queue, 65536);
     }
 
     #[test]
@@ -155,6 +179,10 @@ mod tests {
         assert!(Config::try_parse_from(["chatsubo", "--max-room-size", "0"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--resume-grace-secs", "-1"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--listen", "nowhere"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--retention-days", "0"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--store-cache-mb", "x"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--flush-interval-ms", "5"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--analytics-queue", "1"]).is_err());
         let c = Config::try_parse_from(["chatsubo", "--resume-grace-secs", "0.25"]).unwrap();
         assert_eq!(c.resume_grace(), Duration::from_millis(250));
         let c = Config::try_parse_from([

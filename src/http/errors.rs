@@ -36,7 +36,14 @@ impl ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        json_error(self.status, self.code, &self.message)
+        let mut res = json_error(self.status, self.code, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
     }
 }
 

@@ -20,6 +20,7 @@ use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
+use crate::analytics::{CloseReason, EventKind, Recorder};
 use crate::protocol::{
     ClientMessage, ClientTelemetry, ErrorCode, Inbound, LeaveReason, MessageType, PeerOutcome,
     ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
@@ -73,6 +74,8 @@ struct Connection {
     hub: Arc<Hub>,
     id: u64,
     session_id: String,
+    /// The session id as a number: the key of its analytics records.
+    session: u128,
     /// The peer id this connection acts as (changes on a resume).
     peer_id: PeerId,
     token: TokenId,
@@ -93,7 +96,8 @@ impl Connection {
         let id = hub.next_connection_id();
         let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
         let token = hub.tokens.issue();
-        let session_id = hub.ids.session_id();
+        let session = hub.ids.session_ulid();
+        let session_id = session.to_string();
         let peer_id = hub.ids.peer_id();
         let welcome = ServerMessage::Welcome {
             peer_id: &peer_id,
@@ -109,6 +113,7 @@ impl Connection {
             hub,
             id,
             session_id,
+            session: session.0,
             peer_id,
             token: token.id,
             handle,
@@ -129,6 +134,16 @@ impl Connection {
     {
         let metrics = self.hub.metrics.clone();
         metrics.active_connections.inc();
+        self.hub.recorder.record_at(
+            self.session,
+            crate::analytics::keys::session_ms(self.session),
+            EventKind::Connect {
+                peer: self.peer_id.to_string(),
+                remote_addr: self.info.remote.ip().to_string(),
+                user_agent: self.info.user_agent.clone(),
+                connections: metrics.active_connections.get().max(0) as u64,
+            },
+        );
         tracing::debug!(
             event = "connected",
             session_id = %self.session_id,
@@ -142,6 +157,15 @@ impl Connection {
         self.leave_room(end);
         self.close(&mut ws, end).await;
         metrics.active_connections.dec();
+        self.hub.recorder.record(
+            self.session,
+            EventKind::End {
+                close_reason: close_reason(end),
+                messages_in: self.messages_in,
+                messages_out: self.messages_out,
+                errors: self.errors,
+            },
+        );
         metrics
             .session_duration
             .observe(self.connected_at.elapsed().as_secs_f64());
@@ -272,6 +296,7 @@ impl Connection {
                 tracing::info!(event = "message_too_large", session_id = %self.session_id, cause = %cause, "oversized message");
                 let message = format!("messages are limited to {limit} bytes");
                 self.hub.metrics.error_sent(ErrorCode::MessageTooLarge);
+                self.record_error(ErrorCode::MessageTooLarge, None);
                 self.errors += 1;
                 let text =
                     ServerMessage::error(ErrorCode::MessageTooLarge, &message, None).to_json();
@@ -374,12 +399,30 @@ impl Connection {
                 Redeemed::Valid {
                     peer_id,
                     room: old_room,
-                } if old_room == room => match self.hub.rooms.get(&room) {
-                    Some(r) if r.resume(&peer_id, &self.handle, &metrics).is_some() => {
+                    session_id: resumed_from,
+                } if old_room == room => match self
+                    .hub
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.resume(&peer_id, &self.handle, &metrics).map(|n| (r, n)))
+                {
+                    Some((r, size)) => {
                         self.peer_id = peer_id;
-                        self.hub
-                            .tokens
-                            .bind(&self.token, self.peer_id.clone(), room.clone());
+                        self.hub.tokens.bind(
+                            &self.token,
+                            self.peer_id.clone(),
+                            room.clone(),
+                            Arc::from(self.session_id.as_str()),
+                        );
+                        self.hub.recorder.record(
+                            self.session,
+                            EventKind::Resume {
+                                room: room.as_str().to_string(),
+                                peer: self.peer_id.to_string(),
+                                resumed_from: Some(resumed_from.to_string()),
+                                size: size as u64,
+                            },
+                        );
                         tracing::info!(
                             event = "peer_resumed",
                             session_id = %self.session_id,
@@ -405,6 +448,7 @@ impl Connection {
             );
         }
         let display_name: Option<Arc<str>> = display_name.map(Arc::from);
+        let recorded_name = display_name.as_deref().map(str::to_string);
         let max = self.hub.config.max_room_size as usize;
         match self.hub.rooms.join(
             &room,
@@ -416,9 +460,21 @@ impl Connection {
         ) {
             Ok((r, size)) => {
                 metrics.joins.inc();
-                self.hub
-                    .tokens
-                    .bind(&self.token, self.peer_id.clone(), room.clone());
+                self.hub.tokens.bind(
+                    &self.token,
+                    self.peer_id.clone(),
+                    room.clone(),
+                    Arc::from(self.session_id.as_str()),
+                );
+                self.hub.recorder.record(
+                    self.session,
+                    EventKind::Join {
+                        room: room.as_str().to_string(),
+                        peer: self.peer_id.to_string(),
+                        display_name: recorded_name,
+                        size: size as u64,
+                    },
+                );
                 tracing::info!(
                     event = "peer_joined",
                     session_id = %self.session_id,
@@ -432,6 +488,12 @@ impl Connection {
             }
             Err(size) => {
                 metrics.room_full_rejections.inc();
+                self.hub.recorder.record(
+                    self.session,
+                    EventKind::RoomFull {
+                        room: room.as_str().to_string(),
+                    },
+                );
                 tracing::info!(
                     event = "room_full",
                     session_id = %self.session_id,
@@ -453,6 +515,13 @@ impl Connection {
         };
         let metrics = &self.hub.metrics;
         if room.remove(&self.peer_id, self.id, LeaveReason::Left, metrics) {
+            record_leave(
+                &self.hub.recorder,
+                self.session,
+                &room,
+                &self.peer_id,
+                "left",
+            );
             tracing::info!(event = "peer_left", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = "left", "peer left");
         }
         self.hub.rooms.forget_if_closed(&room, metrics);
@@ -525,6 +594,9 @@ impl Connection {
             ClientTelemetry::ConnectTime { ms } => m.client_connect_seconds.observe(ms / 1000.0),
             ClientTelemetry::ClientError { code, .. } => m.client_error(code),
         }
+        self.hub
+            .recorder
+            .record(self.session, telemetry_event(&event));
         tracing::debug!(event = "client_telemetry", session_id = %self.session_id, telemetry_event = event.event_name(), "client telemetry");
         Ok(())
     }
@@ -541,8 +613,19 @@ impl Connection {
     fn send_error(&mut self, err: &ProtocolError) {
         self.errors += 1;
         self.hub.metrics.error_sent(err.code);
+        self.record_error(err.code, err.reference.map(|r| r.as_str()));
         let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
         self.queue(Frame::new(OutKind::Error, text));
+    }
+
+    fn record_error(&self, code: ErrorCode, reference: Option<&str>) {
+        self.hub.recorder.record(
+            self.session,
+            EventKind::Error {
+                code: code.as_str().to_string(),
+                reference: reference.map(str::to_string),
+            },
+        );
     }
 
     /// Leaves the room as the way the connection ended requires.
@@ -560,7 +643,18 @@ impl Connection {
                 } else {
                     LeaveReason::Kicked
                 };
-                if room.remove(&self.peer_id, self.id, reason, metrics) {
+                let removed = room.remove(&self.peer_id, self.id, reason, metrics);
+                // A room that kicked a slow consumer has removed it already.
+                if removed || matches!(end, End::Kicked(_)) {
+                    record_leave(
+                        &hub.recorder,
+                        self.session,
+                        &room,
+                        &self.peer_id,
+                        reason.as_str(),
+                    );
+                }
+                if removed {
                     if let End::Kicked(why) = end {
                         metrics.kicked(why);
                     }
@@ -582,17 +676,31 @@ impl Connection {
                 }
                 let grace = hub.config.resume_grace();
                 hub.tokens.arm(&self.token, Instant::now() + grace);
+                hub.recorder.record(
+                    self.session,
+                    EventKind::Disconnect {
+                        room: room.name().as_str().to_string(),
+                        peer: self.peer_id.to_string(),
+                        reason: if end == End::Shutdown {
+                            "server_shutdown".to_string()
+                        } else {
+                            reason.as_str().to_string()
+                        },
+                    },
+                );
                 tracing::info!(event = "peer_away", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = reason.as_str(), "peer dropped; holding its place for the resume grace");
                 if end == End::Shutdown {
                     // The place is kept for a restarted server to take back.
                     return;
                 }
-                let (peer_id, conn_id, token) = (self.peer_id.clone(), self.id, self.token);
+                let (peer_id, conn_id, token, session) =
+                    (self.peer_id.clone(), self.id, self.token, self.session);
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     hub.tokens.expire(&token);
                     if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
+                        record_leave(&hub.recorder, session, &room, &peer_id, reason.as_str());
                         tracing::info!(event = "peer_left", peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
                     }
                     hub.rooms.forget_if_closed(&room, &hub.metrics);
@@ -638,6 +746,8 @@ impl Connection {
                 )
                 .to_json();
                 self.hub.metrics.error_sent(ErrorCode::ServerShuttingDown);
+                self.record_error(ErrorCode::ServerShuttingDown, None);
+                self.errors += 1;
                 self.hub.metrics.message_out(OutKind::Error);
                 self.messages_out += 1;
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
@@ -660,4 +770,88 @@ impl Connection {
 
 fn not_in_room() -> ProtocolError {
     ProtocolError::new(ErrorCode::NotInRoom, "join a room first")
+}
+
+/// The `closeReason` of a session that ended this way.
+fn close_reason(end: End) -> CloseReason {
+    match end {
+        End::ClientClosed => CloseReason::Left,
+        End::Disconnected | End::Superseded => CloseReason::Disconnected,
+        End::Timeout => CloseReason::Timeout,
+        End::Kicked(_) => CloseReason::Kicked,
+        End::Shutdown => CloseReason::ServerShutdown,
+    }
+}
+
+fn record_leave(recorder: &Recorder, session: u128, room: &Room, peer: &str, reason: &str) {
+    recorder.record(
+        session,
+        EventKind::Leave {
+            room: room.name().as_str().to_string(),
+            peer: peer.to_string(),
+            reason: reason.to_string(),
+        },
+    );
+}
+
+/// The stored form of a client telemetry event (every field it validated).
+fn telemetry_event(event: &ClientTelemetry) -> EventKind {
+    let name = event.event_name().to_string();
+    let mut kind = EventKind::Telemetry {
+        event: name,
+        peer: None,
+        outcome: None,
+        ms: None,
+        reason: None,
+        attempt: None,
+        downtime_ms: None,
+        code: None,
+        message: None,
+    };
+    if let EventKind::Telemetry {
+        peer,
+        outcome,
+        ms,
+        reason,
+        attempt,
+        downtime_ms,
+        code,
+        message,
+        ..
+    } = &mut kind
+    {
+        match event {
+            ClientTelemetry::PeerConnection {
+                peer: p,
+                outcome: o,
+                ms: m,
+                reason: r,
+            } => {
+                *peer = Some(p.clone());
+                *outcome = Some(o.as_str().to_string());
+                *ms = *m;
+                *reason = r.clone();
+            }
+            ClientTelemetry::Reconnect {
+                attempt: a,
+                outcome: o,
+                downtime_ms: d,
+            } => {
+                *attempt = Some(*a);
+                *outcome = Some(o.as_str().to_string());
+                *downtime_ms = *d;
+            }
+            ClientTelemetry::SignalingRtt { ms: m } | ClientTelemetry::ConnectTime { ms: m } => {
+                *ms = Some(*m);
+            }
+            ClientTelemetry::ClientError {
+                code: c,
+                message: m,
+            } => {
+                *code = Some(c.clone());
+                *message = m.clone();
+            }
+        }
+    }
+    kind
 }

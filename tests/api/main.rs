@@ -1,4 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, real sockets.
 
+mod analytics;
 mod helpers;
+mod migration;
+mod restart;
 mod signaling;
