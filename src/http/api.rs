@@ -88,7 +88,7 @@ pub fn routes(
 }
 
 /// The access rule, as a filter that extracts nothing.
-fn access(hub: Arc<Hub>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+pub fn access(hub: Arc<Hub>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::ext::optional::<ClientAddr>())
         .and_then(move |auth: Option<String>, addr: Option<ClientAddr>| {
@@ -108,11 +108,8 @@ pub fn authorize(
 ) -> Result<(), ApiError> {
     match token {
         Some(expected) => {
-            let given = header
-                .and_then(|h| h.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim())
-                .unwrap_or("");
+            let given = header.map(presented_token).unwrap_or_default();
+            let given = given.as_str();
             let a = Sha256::digest(given.as_bytes());
             let b = Sha256::digest(expected.as_bytes());
             if bool::from(a.ct_eq(&b)) && !given.is_empty() {
@@ -134,6 +131,28 @@ pub fn authorize(
             )),
         },
     }
+}
+
+/// The token an `Authorization` header presents: `Bearer <token>`, or (for
+/// a browser opening /dashboard) `Basic` with the token as the password.
+fn presented_token(header: &str) -> String {
+    let Some((scheme, value)) = header.split_once(' ') else {
+        return String::new();
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return value.trim().to_string();
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        if let Some((_, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+            return password.to_string();
+        }
+    }
+    String::new()
 }
 
 /// The query parameters, each at most once, none unknown.
@@ -553,5 +572,9 @@ mod tests {
             Ok(())
         );
         assert_eq!(ok(authorize(Some(""), Some("Bearer "), None)), Err(401));
+        // "user:s3cret" and "user:nope" in Basic.
+        assert_eq!(ok(authorize(t, Some("Basic dXNlcjpzM2NyZXQ="), addr("192.0.2.1:9"))), Ok(()));
+        assert_eq!(ok(authorize(t, Some("Basic dXNlcjpub3Bl"), addr("127.0.0.1:9"))), Err(401));
+        assert_eq!(ok(authorize(t, Some("Basic !!!"), addr("127.0.0.1:9"))), Err(401));
     }
 }

@@ -40,7 +40,9 @@ impl Reply for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 warp::http::header::WWW_AUTHENTICATE,
-                warp::http::HeaderValue::from_static("Bearer"),
+                // Bearer for API clients; Basic lets a browser opening
+                // /dashboard prompt for the token as its password.
+                warp::http::HeaderValue::from_static(r#"Bearer realm="chatsubo", Basic realm="chatsubo""#),
             );
         }
         res
