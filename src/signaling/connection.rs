@@ -60,6 +60,16 @@ enum End {
     Superseded,
 }
 
+impl End {
+    /// How a connection that someone else stopped ends.
+    fn stopped(reason: StopReason) -> End {
+        match reason {
+            StopReason::Kicked(why) => End::Kicked(why),
+            StopReason::Superseded => End::Superseded,
+        }
+    }
+}
+
 /// Serves one upgraded WebSocket until it ends.
 pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, info: ConnectionInfo)
 where
@@ -167,19 +177,23 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
+        let stop = self.outbox.stop.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                reason = self.outbox.stop.stopped() => {
-                    return match reason {
-                        StopReason::Kicked(why) => End::Kicked(why),
-                        StopReason::Superseded => End::Superseded,
-                    };
-                }
+                reason = stop.stopped() => return End::stopped(reason),
                 Some(frame) = self.outbox.rx.recv() => {
-                    if let Err(err) = self.write_batch(ws, frame).await {
-                        return self.transport_error(&err);
+                    // A client that stops reading blocks this write for as
+                    // long as it likes; a kick or a shutdown still ends it.
+                    tokio::select! {
+                        written = self.write_batch(ws, frame) => {
+                            if let Err(err) = written {
+                                return self.transport_error(&err);
+                            }
+                        }
+                        _ = shutdown.cancelled() => return End::Shutdown,
+                        reason = stop.stopped() => return End::stopped(reason),
                     }
                 }
                 read = ws.next() => {
