@@ -1,4 +1,5 @@
 //! Integration tests: the real server on 127.0.0.1:0, real sockets.
 
+mod cli;
 mod helpers;
 mod signaling;
