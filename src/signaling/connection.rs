@@ -210,9 +210,9 @@ impl Connection {
                             }
                         }
                         Message::Binary(_) => {
-                            self.hub.metrics.message_in(MessageType::Invalid);
-                            self.messages_in += 1;
-                            self.send_error(&ProtocolError::invalid("binary frames are not part of the protocol; send JSON text"));
+                            if let Some(end) = self.on_binary() {
+                                return end;
+                            }
                         }
                         Message::Close(_) => return End::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -311,8 +311,39 @@ impl Connection {
             Err(err) => err.reference.unwrap_or(MessageType::Invalid),
         };
         self.hub.metrics.message_in(kind);
+        match self.admit(kind) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(end) => return Some(end),
+        }
+        match parsed {
+            Ok(inbound) => self.on_message(inbound),
+            Err(err) => self.send_error(&err),
+        }
+        None
+    }
+
+    /// Handles one binary frame: not part of the protocol, but counted
+    /// against the rate limit like any other message.
+    fn on_binary(&mut self) -> Option<End> {
+        self.messages_in += 1;
+        self.hub.metrics.message_in(MessageType::Invalid);
+        match self.admit(MessageType::Invalid) {
+            Ok(true) => self.send_error(&ProtocolError::invalid(
+                "binary frames are not part of the protocol; send JSON text",
+            )),
+            Ok(false) => {}
+            Err(end) => return Some(end),
+        }
+        None
+    }
+
+    /// Counts one inbound message against the rate limit: `Ok(true)` to
+    /// handle it, `Ok(false)` when it was answered with `RATE_LIMITED`, and
+    /// the end of the connection for repeated abuse.
+    fn admit(&mut self, kind: MessageType) -> Result<bool, End> {
         match self.throttle.check() {
-            Verdict::Allow => {}
+            Verdict::Allow => Ok(true),
             Verdict::Limited => {
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
@@ -322,15 +353,10 @@ impl Connection {
                     ),
                 );
                 self.send_error(&err.about(kind));
-                return None;
+                Ok(false)
             }
-            Verdict::Abuse => return Some(End::Kicked(KickReason::RateLimitAbuse)),
+            Verdict::Abuse => Err(End::Kicked(KickReason::RateLimitAbuse)),
         }
-        match parsed {
-            Ok(inbound) => self.on_message(inbound),
-            Err(err) => self.send_error(&err),
-        }
-        None
     }
 
     fn on_message(&mut self, inbound: Inbound<'_>) {
