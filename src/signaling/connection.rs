@@ -306,12 +306,14 @@ impl Connection {
     fn on_text(&mut self, text: &str) -> Option<End> {
         self.messages_in += 1;
         let parsed = crate::protocol::parse(text);
-        let kind = match &parsed {
-            Ok(message) => message.message_type(),
-            Err(err) => err.reference.unwrap_or(MessageType::Invalid),
+        let reference = match &parsed {
+            Ok(message) => Some(message.message_type()),
+            Err(err) => err.reference,
         };
-        self.hub.metrics.message_in(kind);
-        match self.admit(kind) {
+        self.hub
+            .metrics
+            .message_in(reference.unwrap_or(MessageType::Invalid));
+        match self.admit(reference) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(end) => return Some(end),
@@ -328,7 +330,7 @@ impl Connection {
     fn on_binary(&mut self) -> Option<End> {
         self.messages_in += 1;
         self.hub.metrics.message_in(MessageType::Invalid);
-        match self.admit(MessageType::Invalid) {
+        match self.admit(None) {
             Ok(true) => self.send_error(&ProtocolError::invalid(
                 "binary frames are not part of the protocol; send JSON text",
             )),
@@ -338,10 +340,11 @@ impl Connection {
         None
     }
 
-    /// Counts one inbound message against the rate limit: `Ok(true)` to
-    /// handle it, `Ok(false)` when it was answered with `RATE_LIMITED`, and
-    /// the end of the connection for repeated abuse.
-    fn admit(&mut self, kind: MessageType) -> Result<bool, End> {
+    /// Counts one inbound message, of type `reference` when known, against
+    /// the rate limit: `Ok(true)` to handle it, `Ok(false)` when it was
+    /// answered with `RATE_LIMITED`, and the end of the connection for
+    /// repeated abuse.
+    fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
         match self.throttle.check() {
             Verdict::Allow => Ok(true),
             Verdict::Limited => {
@@ -352,7 +355,11 @@ impl Connection {
                         self.hub.config.rate_limit_per_sec, self.hub.config.rate_limit_burst
                     ),
                 );
-                self.send_error(&err.about(kind));
+                let err = match reference {
+                    Some(kind) => err.about(kind),
+                    None => err,
+                };
+                self.send_error(&err);
                 Ok(false)
             }
             Verdict::Abuse => Err(End::Kicked(KickReason::RateLimitAbuse)),
