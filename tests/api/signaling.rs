@@ -488,13 +488,24 @@ async fn a_spent_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
 
 #[tokio::test]
 async fn a_token_after_the_grace_gives_a_fresh_join_and_counts_as_a_failed_resume() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(1)).await;
     let (mut a, b) = pair(&app, "lobby").await;
     let (b_id, token) = (b.peer_id(), b.token());
     b.vanish();
+    app.wait_connections(1).await;
+    // Relays held for it are dropped when the grace ends.
+    for i in 0..2 {
+        a.send(json!({"type":"offer","to":b_id,"data":{"seq":i}}))
+            .await;
+    }
     let left = a.recv_type("peer-left").await;
     assert_eq!(left["peerId"], b_id);
     assert_eq!(left["reason"], "disconnected");
+    assert_eq!(
+        app.metric(r#"chatsubo_dropped_messages_total{reason="grace_expired"}"#)
+            .await,
+        2.0
+    );
 
     let mut b2 = app.client().await;
     b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
@@ -508,6 +519,8 @@ async fn a_token_after_the_grace_gives_a_fresh_join_and_counts_as_a_failed_resum
         json!([{"peerId": a.peer_id(), "displayName": "ann"}])
     );
     assert_eq!(a.recv_type("peer-joined").await["peerId"], b2.peer_id());
+    // Nothing held is delivered to the fresh peer.
+    b2.ping_next(1).await;
     assert_eq!(
         app.metric("chatsubo_reconnection_attempts_total").await,
         1.0
@@ -519,6 +532,91 @@ async fn a_token_after_the_grace_gives_a_fresh_join_and_counts_as_a_failed_resum
     );
     assert_eq!(
         app.metric(r#"chatsubo_reconnections_total{outcome="resumed"}"#)
+            .await,
+        0.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
+    let app = spawn_app().await;
+    let mut a = app.joined("lobby", "ann").await;
+    // A token that never joined a room, and one that was never issued.
+    let mut never_joined = app.client().await;
+    for token in [never_joined.token(), "garbage".to_string()] {
+        let mut c = app.client().await;
+        c.send(json!({"type":"join","room":"lobby","resumeToken":token}))
+            .await;
+        let joined = c.recv_type("joined").await;
+        assert_eq!(joined["resumed"], false);
+        assert_eq!(joined["peerId"], c.peer_id());
+        assert_eq!(a.recv_type("peer-joined").await["peerId"], c.peer_id());
+    }
+    assert_eq!(
+        app.metric("chatsubo_reconnection_attempts_total").await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"chatsubo_reconnections_total{outcome="invalid"}"#)
+            .await,
+        2.0
+    );
+    never_joined.ping_next(1).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resumed_peer_can_resume_again_with_the_token_of_its_new_welcome() {
+    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
+    let (mut a, b) = pair(&app, "lobby").await;
+    let b_id = b.peer_id();
+    let mut token = b.token();
+    b.vanish();
+    for round in 0..3 {
+        app.wait_connections(1).await;
+        let mut next = app.client().await;
+        next.send(json!({"type":"join","room":"lobby","resumeToken":token}))
+            .await;
+        let joined = next.recv_type("joined").await;
+        assert_eq!(joined["resumed"], true, "round {round}");
+        assert_eq!(joined["peerId"], b_id);
+        a.send(json!({"type":"offer","to":b_id,"data":{"round":round}}))
+            .await;
+        assert_eq!(next.recv_type("offer").await["data"]["round"], round);
+        token = next.token();
+        next.vanish();
+    }
+    app.wait_connections(1).await;
+    a.ping_next(1).await;
+    assert_eq!(
+        app.metric(r#"chatsubo_reconnections_total{outcome="resumed"}"#)
+            .await,
+        3.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_grace_timer_of_an_earlier_drop_does_not_remove_a_resumed_peer() {
+    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_millis(500)).await;
+    let (mut a, b) = pair(&app, "lobby").await;
+    let (b_id, token) = (b.peer_id(), b.token());
+    b.vanish();
+    app.wait_connections(1).await;
+    let mut b2 = app.client().await;
+    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
+        .await;
+    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    // The first connection's grace ends meanwhile; b2 is live, so nothing happens.
+    let quiet = Duration::from_millis(1500);
+    let (ra, rb) = tokio::join!(a.expect_silence(quiet), b2.expect_silence(quiet));
+    let _ = (ra, rb);
+    a.send(json!({"type":"offer","to":b_id,"data":{"n":1}}))
+        .await;
+    assert_eq!(b2.recv_type("offer").await["data"]["n"], 1);
+    assert_eq!(
+        app.metric(r#"chatsubo_leaves_total{reason="disconnected"}"#)
             .await,
         0.0
     );
@@ -788,6 +886,59 @@ async fn over_the_rate_limit_is_rate_limited() {
         app.metric(r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client"}"#)
             .await,
         limited as f64
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_frame_counts_against_the_rate_limit() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1;
+        c.rate_limit_burst = 2;
+    })
+    .await;
+    let mut c = app.client().await;
+    // Two frames use up the burst; each answered INVALID_MESSAGE.
+    c.send_text("not json").await;
+    c.ws.send(Message::binary(b"\x00".to_vec())).await.unwrap();
+    for _ in 0..2 {
+        c.recv_error("INVALID_MESSAGE").await;
+    }
+    // Over the rate, whatever the frame: RATE_LIMITED, with `ref` only for a known type.
+    c.send_text("not json").await;
+    c.ws.send(Message::binary(b"\x00".to_vec())).await.unwrap();
+    c.send_text(r#"{"type":"dance"}"#).await;
+    c.send(json!({"type":"telemetry","event":"connect-time","ms":5}))
+        .await;
+    c.send(json!({"type":"join"})).await;
+    for reference in [None, None, None, Some("telemetry"), Some("join")] {
+        let err = c.recv_error("RATE_LIMITED").await;
+        match reference {
+            Some(r) => assert_eq!(err["ref"], r, "{err}"),
+            None => assert!(err.get("ref").is_none(), "{err}"),
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_binary_frames_is_closed_with_1008() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1;
+        c.rate_limit_burst = 2;
+    })
+    .await;
+    let (mut a, mut b) = pair(&app, "lobby").await;
+    let b_id = b.peer_id();
+    for _ in 0..100 {
+        b.ws.send(Message::binary(vec![0u8; 16])).await.unwrap();
+    }
+    let (_, code) = b.collect_until_close().await;
+    assert_eq!(code, Some(1008));
+    let left = a.recv_type("peer-left").await;
+    assert_eq!(
+        left,
+        json!({"type":"peer-left","peerId":b_id,"reason":"kicked"})
     );
     app.stop().await;
 }
