@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -153,6 +153,15 @@ async fn join_lists_the_peers_and_announces_the_newcomer() {
         pj,
         json!({"type":"peer-joined","peerId": b.peer_id(),"displayName":"bob"})
     );
+
+    // Display names are counted in characters, up to 64.
+    let long = "é".repeat(64);
+    let mut d = app.client().await;
+    d.join("elsewhere", &long).await;
+    let mut e = app.client().await;
+    let joined = e.join("elsewhere", "eve").await;
+    assert_eq!(joined["peers"][0]["displayName"], long.as_str());
+    assert_eq!(d.recv_type("peer-joined").await["displayName"], "eve");
 
     // A join without a display name.
     let mut c = app.client().await;
@@ -325,16 +334,35 @@ async fn a_client_that_stops_answering_pings_times_out() {
         left,
         json!({"type":"peer-left","peerId":b.peer_id(),"reason":"timeout"})
     );
-    // The server closed b's socket with 1001 (going away).
+    // The server closed b's socket (with a close frame; the code is not part
+    // of the contract).
     let (texts, code) = b.collect_until_close().await;
     assert!(texts.is_empty(), "{texts:?}");
-    assert_eq!(code, Some(1001));
+    assert!(code.is_some());
     assert_eq!(
         app.metric(r#"chatsubo_leaves_total{reason="timeout"}"#)
             .await,
         1.0
     );
     a.ping_next(1).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_sends_websocket_pings_every_interval() {
+    let app = spawn_app_with(|c| c.heartbeat_interval_ms = 100).await;
+    let mut c = app.client().await;
+    let mut pings = 0;
+    while pings < 3 {
+        let frame = tokio::time::timeout(PATIENCE, c.ws.next())
+            .await
+            .expect("a ping within PATIENCE");
+        match frame {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    c.ping_next(1).await;
     app.stop().await;
 }
 
@@ -593,6 +621,31 @@ async fn a_resumed_peer_can_resume_again_with_the_token_of_its_new_welcome() {
         app.metric(r#"chatsubo_reconnections_total{outcome="resumed"}"#)
             .await,
         3.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_alone_in_its_room_keeps_the_room_during_its_grace_and_resumes() {
+    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
+    let b = app.joined("solo", "bob").await;
+    let (b_id, token) = (b.peer_id(), b.token());
+    b.vanish();
+    app.wait_connections(0).await;
+    assert_eq!(app.health().await["activeRooms"], 1);
+    let mut b2 = app.client().await;
+    b2.send(json!({"type":"join","room":"solo","resumeToken":token}))
+        .await;
+    let joined = b2.recv_type("joined").await;
+    assert_eq!(joined["resumed"], true);
+    assert_eq!(joined["peerId"], b_id);
+    assert_eq!(joined["peers"], json!([]));
+    // Others joining now see it as a member.
+    let mut a = app.client().await;
+    let joined = a.join("solo", "ann").await;
+    assert_eq!(
+        joined["peers"],
+        json!([{"peerId": b_id, "displayName": "bob"}])
     );
     app.stop().await;
 }
@@ -1065,7 +1118,8 @@ async fn the_size_limit_counts_a_fragmented_message_as_a_whole() {
 async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     let app = spawn_app().await;
     let mut c = app.joined("lobby", "ann").await;
-    // A fragmented valid message first: raw frames do reach the server.
+    // A fragmented valid message first: the raw frames are masked by the
+    // client (the server would drop unmasked ones) and reach the server.
     c.send_frame(Frame::message(
         br#"{"type":"pi"#.to_vec(),
         OpCode::Data(Data::Text),
@@ -1107,8 +1161,11 @@ async fn graceful_shutdown_says_so_closes_with_1001_and_sends_no_peer_left() {
         assert_eq!(texts[0]["code"], "SERVER_SHUTTING_DOWN");
         assert_eq!(code, Some(1001));
     }
-    // run() returns in bounded time (the helper allows 20 s).
+    // run() returns in bounded time (the helper allows 20 s), and new
+    // connections are refused from then on.
+    let url = app.ws_url("");
     app.finished().await;
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
 
 #[tokio::test]
@@ -1266,13 +1323,20 @@ async fn peer_ids_and_session_ids_are_unique() {
     let mut sessions = HashSet::new();
     let mut tokens = HashSet::new();
     let mut clients = Vec::new();
+    let mut in_order = Vec::new();
     for _ in 0..60 {
         let c = app.client().await;
         assert!(peers.insert(c.peer_id()), "peer id reused");
-        assert!(sessions.insert(c.welcome["sessionId"].as_str().unwrap().to_string()));
+        let session = c.welcome["sessionId"].as_str().unwrap().to_string();
+        assert!(sessions.insert(session.clone()));
+        in_order.push(session);
         assert!(tokens.insert(c.token()));
         clients.push(c);
     }
+    // Session ids sort in the order the connections were made.
+    let mut sorted = in_order.clone();
+    sorted.sort();
+    assert_eq!(sorted, in_order);
     // Ids are not reused after their connections end either.
     for c in clients.drain(..) {
         c.close().await;
@@ -1281,6 +1345,13 @@ async fn peer_ids_and_session_ids_are_unique() {
         let c = app.client().await;
         assert!(peers.insert(c.peer_id()), "peer id reused");
         assert!(sessions.insert(c.welcome["sessionId"].as_str().unwrap().to_string()));
+    }
+    app.stop().await;
+    // Nor by a restarted server.
+    let app = spawn_app().await;
+    for _ in 0..20 {
+        let c = app.client().await;
+        assert!(peers.insert(c.peer_id()), "peer id reused after a restart");
     }
     app.stop().await;
 }
