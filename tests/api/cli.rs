@@ -67,7 +67,11 @@ fn help_lists_every_flag_with_its_default_and_environment_variable() {
             .find(&format!("{flag} "))
             .unwrap_or_else(|| panic!("{flag} missing from:\n{help}"));
         let rest = &help[start..];
-        let end = rest[2..].find("\n  -").map_or(rest.len(), |i| i + 2);
+        let end = ["\n      --", "\n  -"]
+            .iter()
+            .filter_map(|next| rest[2..].find(next))
+            .min()
+            .map_or(rest.len(), |i| i + 2);
         let block = &rest[..end];
         let var = format!(
             "CHATSUBO_{}",
@@ -75,7 +79,10 @@ fn help_lists_every_flag_with_its_default_and_environment_variable() {
                 .replace('-', "_")
                 .to_uppercase()
         );
-        assert!(block.contains(&var), "{var} not shown for {flag}:\n{block}");
+        assert!(
+            block.contains(&format!("[env: {var}=]")) || block.contains(&format!("[env: {var}]")),
+            "{var} not shown for {flag}:\n{block}"
+        );
         if let Some(default) = default {
             assert!(
                 block.contains(&format!("[default: {default}]")),
