@@ -910,6 +910,29 @@ async fn the_eleventh_peer_gets_room_full() {
 }
 
 #[tokio::test]
+async fn a_peer_inside_its_grace_keeps_its_place_in_a_full_room() {
+    let app = spawn_app_with(|c| {
+        c.max_room_size = 2;
+        c.resume_grace_secs = Duration::from_secs(30);
+    })
+    .await;
+    let (_a, b) = pair(&app, "duo").await;
+    let token = b.token();
+    b.vanish();
+    app.wait_connections(1).await;
+    // Through ?room= as through join: full while b may still come back.
+    let mut c = app.client_with("?room=duo").await;
+    let err = c.recv_error("ROOM_FULL").await;
+    assert_eq!(err["ref"], "join");
+    assert_eq!(err["message"], "room duo is full (2/2)");
+    let mut b2 = app.client().await;
+    b2.send(json!({"type":"join","room":"duo","resumeToken":token}))
+        .await;
+    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn over_the_rate_limit_is_rate_limited() {
     let app = spawn_app_with(|c| {
         c.rate_limit_per_sec = 1;
