@@ -185,7 +185,9 @@ impl Connection {
                 reason = stop.stopped() => return End::stopped(reason),
                 Some(frame) = self.outbox.rx.recv() => {
                     // A client that stops reading blocks this write for as
-                    // long as it likes; a kick or a shutdown still ends it.
+                    // long as it likes, and meanwhile no ping goes out; a
+                    // kick or a shutdown still ends it, and so does a write
+                    // stuck for the two intervals of the liveness rule.
                     tokio::select! {
                         written = self.write_batch(ws, frame) => {
                             if let Err(err) = written {
@@ -194,6 +196,7 @@ impl Connection {
                         }
                         _ = shutdown.cancelled() => return End::Shutdown,
                         reason = stop.stopped() => return End::stopped(reason),
+                        _ = tokio::time::sleep(2 * interval) => return End::Timeout,
                     }
                 }
                 read = ws.next() => {
