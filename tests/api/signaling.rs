@@ -367,6 +367,38 @@ async fn the_server_sends_websocket_pings_every_interval() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_while_relays_are_pending_times_out() {
+    // Few but large relays: the socket buffers fill long before the
+    // outbound queue does, so the server's writes to `b` block (no ping goes
+    // out) and `b` is never kicked; it must still be dropped for answering
+    // nothing for two intervals.
+    let app = spawn_app_with(|c| {
+        c.heartbeat_interval_ms = 2000;
+        c.resume_grace_secs = Duration::from_millis(300);
+        c.max_message_bytes = 1024 * 1024;
+    })
+    .await;
+    let (mut a, b) = pair(&app, "lobby").await;
+    let b_id = b.peer_id();
+    let sdp = "a".repeat(1000 * 1024);
+    for i in 0..40 {
+        a.send(json!({"type":"offer","to":b_id,"data":{"seq":i,"sdp":sdp}}))
+            .await;
+    }
+    // Two intervals and the grace from b's last frame, plus patience.
+    match a.next_event(PATIENCE + Duration::from_secs(5)).await {
+        Some(Event::Text(left)) => assert_eq!(
+            left,
+            json!({"type":"peer-left","peerId":b_id,"reason":"timeout"})
+        ),
+        other => panic!("expected peer-left, got {other:?}"),
+    }
+    app.wait_connections(1).await;
+    drop(b);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_keeps_reading_is_not_dropped() {
     let app = spawn_app_with(|c| {
         c.heartbeat_interval_ms = 200;
