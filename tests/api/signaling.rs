@@ -244,6 +244,22 @@ async fn relays_carry_a_traceparent_that_continues_the_clients_trace() {
 }
 
 #[tokio::test]
+async fn relays_arrive_in_the_order_they_were_sent() {
+    let app = spawn_app().await;
+    let (mut a, mut b) = pair(&app, "lobby").await;
+    let kinds = ["offer", "answer", "ice-candidate"];
+    for i in 0..150 {
+        a.send(json!({"type":kinds[i % 3],"to":b.peer_id(),"data":{"seq":i}}))
+            .await;
+    }
+    for i in 0..150 {
+        let m = b.recv_type(kinds[i % 3]).await;
+        assert_eq!(m["data"]["seq"], i);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn relays_stay_inside_the_room() {
     let app = spawn_app().await;
     let (mut a, mut b) = pair(&app, "lobby").await;
@@ -345,6 +361,34 @@ async fn a_client_that_stops_answering_pings_times_out() {
         1.0
     );
     a.ping_next(1).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_timed_out_can_resume_inside_the_grace() {
+    let app = spawn_app_with(|c| {
+        c.heartbeat_interval_ms = 200;
+        c.resume_grace_secs = Duration::from_secs(30);
+    })
+    .await;
+    let (mut a, b) = pair(&app, "lobby").await;
+    let (b_id, token) = (b.peer_id(), b.token());
+    // `b` stops polling; `a` keeps reading (and answering pings) until the
+    // server has dropped b's connection.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.metric("chatsubo_active_connections").await != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "b was not dropped");
+        a.expect_silence(Duration::from_millis(20)).await;
+    }
+    a.ping_next(1).await;
+    let mut b2 = app.client().await;
+    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
+        .await;
+    let joined = b2.recv_type("joined").await;
+    assert_eq!(joined["resumed"], true);
+    assert_eq!(joined["peerId"], b_id);
+    a.ping_next(2).await;
+    drop(b);
     app.stop().await;
 }
 
