@@ -134,6 +134,45 @@ impl TestApp {
             .await;
     }
 
+    /// A WebSocket upgrade request made with plain HTTP, for upgrades the
+    /// server refuses: the status and the JSON error body.
+    pub async fn refused_upgrade(&self) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .get(self.url("/ws"))
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .expect("upgrade request");
+        let status = res.status().as_u16();
+        assert_ne!(status, 101, "the upgrade was accepted");
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        (status, res.json().await.expect("JSON error body"))
+    }
+
+    /// Connects as soon as the server has a free place; fails after PATIENCE.
+    pub async fn client_when_allowed(&self) -> Client {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match Client::try_connect(&self.ws_url("")).await {
+                Ok(c) => return c,
+                Err(err) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "still refused: {err}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     /// Starts a graceful shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -12,47 +12,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn welcome_comes_first() {
-    let app = spawn_app().await;
-    let c = app.client().await;
-    let w = &c.welcome;
-    assert!(w["peerId"].as_str().unwrap().starts_with("p_"));
-    assert_eq!(w["sessionId"].as_str().unwrap().len(), 26);
-    assert!(w["resumeToken"].as_str().unwrap().len() >= 22);
-    assert_eq!(w["heartbeatIntervalMs"], 15000);
-    assert_eq!(w["maxRoomSize"], 10);
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn offer_is_relayed_with_from_and_untouched_data() {
-    let app = spawn_app().await;
-    let mut a = app.joined("lobby", "ann").await;
-    let mut b = app.client().await;
-    let joined = b.join("lobby", "bob").await;
-    assert_eq!(
-        joined["peers"],
-        json!([{"peerId": a.peer_id(), "displayName": "ann"}])
-    );
-    let pj = a.recv_type("peer-joined").await;
-    assert_eq!(pj["peerId"], b.peer_id());
-    let data = r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\n","x":[1,2.50,"é"]}"#;
-    a.send_text(&format!(
-        r#"{{"type":"offer","to":"{}","data":{data}}}"#,
-        b.peer_id()
-    ))
-    .await;
-    let got = b.recv_type("offer").await;
-    assert_eq!(got["from"], a.peer_id());
-    assert!(got.get("to").is_none());
-    assert_eq!(
-        got["data"],
-        serde_json::from_str::<serde_json::Value>(data).unwrap()
-    );
-    app.stop().await;
-}
-
 /// A client trace context, as a browser would send it.
 const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -111,6 +70,47 @@ async fn pair(app: &TestApp, room: &str) -> (Client, Client) {
     let pj = a.recv_type("peer-joined").await;
     assert_eq!(pj["peerId"], b.peer_id());
     (a, b)
+}
+
+#[tokio::test]
+async fn welcome_comes_first() {
+    let app = spawn_app().await;
+    let c = app.client().await;
+    let w = &c.welcome;
+    assert!(w["peerId"].as_str().unwrap().starts_with("p_"));
+    assert_eq!(w["sessionId"].as_str().unwrap().len(), 26);
+    assert!(w["resumeToken"].as_str().unwrap().len() >= 22);
+    assert_eq!(w["heartbeatIntervalMs"], 15000);
+    assert_eq!(w["maxRoomSize"], 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn offer_is_relayed_with_from_and_untouched_data() {
+    let app = spawn_app().await;
+    let mut a = app.joined("lobby", "ann").await;
+    let mut b = app.client().await;
+    let joined = b.join("lobby", "bob").await;
+    assert_eq!(
+        joined["peers"],
+        json!([{"peerId": a.peer_id(), "displayName": "ann"}])
+    );
+    let pj = a.recv_type("peer-joined").await;
+    assert_eq!(pj["peerId"], b.peer_id());
+    let data = r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\n","x":[1,2.50,"é"]}"#;
+    a.send_text(&format!(
+        r#"{{"type":"offer","to":"{}","data":{data}}}"#,
+        b.peer_id()
+    ))
+    .await;
+    let got = b.recv_type("offer").await;
+    assert_eq!(got["from"], a.peer_id());
+    assert!(got.get("to").is_none());
+    assert_eq!(
+        got["data"],
+        serde_json::from_str::<serde_json::Value>(data).unwrap()
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -452,8 +452,7 @@ async fn a_client_that_keeps_reading_is_not_dropped() {
     let (mut a, mut b) = pair(&app, "lobby").await;
     // Twelve heartbeat intervals; reading answers the server's pings.
     let quiet = Duration::from_millis(1200);
-    let (ra, rb) = tokio::join!(a.expect_silence(quiet), b.expect_silence(quiet));
-    let _ = (ra, rb);
+    tokio::join!(a.expect_silence(quiet), b.expect_silence(quiet));
     a.ping_next(1).await;
     b.ping_next(2).await;
     assert_eq!(app.health().await["activeConnections"], 2);
@@ -739,8 +738,7 @@ async fn the_grace_timer_of_an_earlier_drop_does_not_remove_a_resumed_peer() {
     assert_eq!(b2.recv_type("joined").await["resumed"], true);
     // The first connection's grace ends meanwhile; b2 is live, so nothing happens.
     let quiet = Duration::from_millis(1500);
-    let (ra, rb) = tokio::join!(a.expect_silence(quiet), b2.expect_silence(quiet));
-    let _ = (ra, rb);
+    tokio::join!(a.expect_silence(quiet), b2.expect_silence(quiet));
     a.send(json!({"type":"offer","to":b_id,"data":{"n":1}}))
         .await;
     assert_eq!(b2.recv_type("offer").await["data"]["n"], 1);
@@ -1460,7 +1458,7 @@ async fn a_third_connection_from_one_address_gets_429() {
     let app = spawn_app_with(|c| c.max_connections_per_ip = 2).await;
     let a = app.client().await;
     let _b = app.client().await;
-    let (status, body) = ws_upgrade(&app).await;
+    let (status, body) = app.refused_upgrade().await;
     assert_eq!(status, 429);
     assert!(body["error"]["code"].is_string(), "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -1471,7 +1469,7 @@ async fn a_third_connection_from_one_address_gets_429() {
     );
     // Closing one frees a place.
     a.close().await;
-    connect_when_allowed(&app).await;
+    app.client_when_allowed().await;
     app.stop().await;
 }
 
@@ -1486,7 +1484,7 @@ async fn a_connection_over_the_total_cap_gets_503() {
     for _ in 0..3 {
         open.push(app.client().await);
     }
-    let (status, body) = ws_upgrade(&app).await;
+    let (status, body) = app.refused_upgrade().await;
     assert_eq!(status, 503);
     assert!(body["error"]["code"].is_string(), "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -1500,43 +1498,6 @@ async fn a_connection_over_the_total_cap_gets_503() {
     );
     // A vanished connection frees its place too.
     open.pop().unwrap().vanish();
-    connect_when_allowed(&app).await;
+    app.client_when_allowed().await;
     app.stop().await;
-}
-
-/// A WebSocket upgrade request over plain HTTP: the status and JSON body.
-async fn ws_upgrade(app: &TestApp) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .get(app.url("/ws"))
-        .header("Upgrade", "websocket")
-        .header("Connection", "Upgrade")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .expect("upgrade request");
-    let status = res.status().as_u16();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
-    assert_eq!(content_type.as_deref(), Some("application/json"));
-    (status, res.json().await.expect("JSON error body"))
-}
-
-/// Connects as soon as the server has freed a place; fails after PATIENCE.
-async fn connect_when_allowed(app: &TestApp) -> Client {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match Client::try_connect(&app.ws_url("")).await {
-            Ok(c) => return c,
-            Err(err) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "still refused: {err}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
