@@ -4,13 +4,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn is_rfc3339_millis_utc(text: &str) -> bool {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
-        && text.len() == 24
-        && text.ends_with('Z')
-        && text.as_bytes()[19] == b'.'
-}
-
 #[tokio::test]
 async fn health_has_every_field() {
     let app = spawn_app().await;

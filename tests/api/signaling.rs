@@ -43,26 +43,6 @@ fn traceparent_parts(tp: &Value) -> (String, String, String) {
     (parts[1].into(), parts[2].into(), parts[3].into())
 }
 
-fn is_rfc3339_millis_utc(text: &str) -> bool {
-    let b = text.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    b.len() == 24
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..23)
-        && b[23] == b'Z'
-}
-
 /// Two peers in `room`; `a` has seen `b` arrive.
 async fn pair(app: &TestApp, room: &str) -> (Client, Client) {
     let mut a = app.joined(room, "ann").await;
