@@ -213,6 +213,12 @@ async fn relays_carry_a_traceparent_that_continues_the_clients_trace() {
     assert_ne!(span, "00f067aa0ba902b7");
     assert_ne!(fresh_trace, trace);
 
+    // A malformed traceparent is ignored: a fresh trace, as W3C asks.
+    a.send(json!({"type":"offer","to":b.peer_id(),"data":{"sdp":"x"},"traceparent":"00-nonsense"}))
+        .await;
+    let (other_trace, _, _) = traceparent_parts(&b.recv_type("offer").await["traceparent"]);
+    assert_ne!(other_trace, trace);
+
     // A reply that copies the relay's traceparent stays in the same trace.
     b.send(json!({"type":"answer","to":a.peer_id(),"data":{"sdp":"3"},"traceparent":got["traceparent"]}))
         .await;
@@ -819,7 +825,7 @@ async fn invalid_messages_are_answered_and_the_connection_stays_open() {
     let app = spawn_app().await;
     let mut c = app.client().await;
     // (frame, expected ref)
-    let cases: [(&str, Option<&str>); 14] = [
+    let cases: [(&str, Option<&str>); 19] = [
         ("not json", None),
         ("", None),
         ("[1,2]", None),
@@ -845,6 +851,17 @@ async fn invalid_messages_are_answered_and_the_connection_stays_open() {
             Some("answer"),
         ),
         (r#"{"type":"ping","id":"seven"}"#, Some("ping")),
+        (
+            r#"{"type":"join","room":"lobby","resumeToken":5}"#,
+            Some("join"),
+        ),
+        (
+            r#"{"type":"ice-candidate","to":"p_x","data":[1]}"#,
+            Some("ice-candidate"),
+        ),
+        (r#"{"type":"offer","to":"","data":{}}"#, Some("offer")),
+        (r#"{"type":"ping","traceparent":7}"#, Some("ping")),
+        (r#"{"type":"ping"} trailing"#, None),
         (r#"{"type":"telemetry","event":"dance"}"#, Some("telemetry")),
     ];
     for (i, (frame, reference)) in cases.iter().enumerate() {
@@ -866,10 +883,10 @@ async fn invalid_messages_are_answered_and_the_connection_stays_open() {
     c.ping_next(100).await;
     // Still usable for everything.
     c.join("lobby", "ann").await;
-    assert!(
+    assert_eq!(
         app.metric(r#"chatsubo_errors_total{code="INVALID_MESSAGE",kind="client"}"#)
-            .await
-            >= 15.0
+            .await,
+        20.0
     );
     app.stop().await;
 }
