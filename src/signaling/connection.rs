@@ -61,6 +61,16 @@ enum End {
     Superseded,
 }
 
+impl End {
+    /// How a connection that someone else stopped ends.
+    fn stopped(reason: StopReason) -> End {
+        match reason {
+            StopReason::Kicked(why) => End::Kicked(why),
+            StopReason::Superseded => End::Superseded,
+        }
+    }
+}
+
 /// Serves one upgraded WebSocket until it ends.
 pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, info: ConnectionInfo)
 where
@@ -191,19 +201,26 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
+        let stop = self.outbox.stop.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                reason = self.outbox.stop.stopped() => {
-                    return match reason {
-                        StopReason::Kicked(why) => End::Kicked(why),
-                        StopReason::Superseded => End::Superseded,
-                    };
-                }
+                reason = stop.stopped() => return End::stopped(reason),
                 Some(frame) = self.outbox.rx.recv() => {
-                    if let Err(err) = self.write_batch(ws, frame).await {
-                        return self.transport_error(&err);
+                    // A client that stops reading blocks this write for as
+                    // long as it likes, and meanwhile no ping goes out; a
+                    // kick or a shutdown still ends it, and so does a write
+                    // stuck for the two intervals of the liveness rule.
+                    tokio::select! {
+                        written = self.write_batch(ws, frame) => {
+                            if let Err(err) = written {
+                                return self.transport_error(&err);
+                            }
+                        }
+                        _ = shutdown.cancelled() => return End::Shutdown,
+                        reason = stop.stopped() => return End::stopped(reason),
+                        _ = tokio::time::sleep(2 * interval) => return End::Timeout,
                     }
                 }
                 read = ws.next() => {
@@ -220,9 +237,9 @@ impl Connection {
                             }
                         }
                         Message::Binary(_) => {
-                            self.hub.metrics.message_in(MessageType::Invalid);
-                            self.messages_in += 1;
-                            self.send_error(&ProtocolError::invalid("binary frames are not part of the protocol; send JSON text"));
+                            if let Some(end) = self.on_binary() {
+                                return end;
+                            }
                         }
                         Message::Close(_) => return End::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -317,13 +334,47 @@ impl Connection {
     fn on_text(&mut self, text: &str) -> Option<End> {
         self.messages_in += 1;
         let parsed = crate::protocol::parse(text);
-        let kind = match &parsed {
-            Ok(message) => message.message_type(),
-            Err(err) => err.reference.unwrap_or(MessageType::Invalid),
+        let reference = match &parsed {
+            Ok(message) => Some(message.message_type()),
+            Err(err) => err.reference,
         };
-        self.hub.metrics.message_in(kind);
+        self.hub
+            .metrics
+            .message_in(reference.unwrap_or(MessageType::Invalid));
+        match self.admit(reference) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(end) => return Some(end),
+        }
+        match parsed {
+            Ok(inbound) => self.on_message(inbound),
+            Err(err) => self.send_error(&err),
+        }
+        None
+    }
+
+    /// Handles one binary frame: not part of the protocol, but counted
+    /// against the rate limit like any other message.
+    fn on_binary(&mut self) -> Option<End> {
+        self.messages_in += 1;
+        self.hub.metrics.message_in(MessageType::Invalid);
+        match self.admit(None) {
+            Ok(true) => self.send_error(&ProtocolError::invalid(
+                "binary frames are not part of the protocol; send JSON text",
+            )),
+            Ok(false) => {}
+            Err(end) => return Some(end),
+        }
+        None
+    }
+
+    /// Counts one inbound message, of type `reference` when known, against
+    /// the rate limit: `Ok(true)` to handle it, `Ok(false)` when it was
+    /// answered with `RATE_LIMITED`, and the end of the connection for
+    /// repeated abuse.
+    fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
         match self.throttle.check() {
-            Verdict::Allow => {}
+            Verdict::Allow => Ok(true),
             Verdict::Limited => {
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
@@ -332,16 +383,15 @@ impl Connection {
                         self.hub.config.rate_limit_per_sec, self.hub.config.rate_limit_burst
                     ),
                 );
-                self.send_error(&err.about(kind));
-                return None;
+                let err = match reference {
+                    Some(kind) => err.about(kind),
+                    None => err,
+                };
+                self.send_error(&err);
+                Ok(false)
             }
-            Verdict::Abuse => return Some(End::Kicked(KickReason::RateLimitAbuse)),
+            Verdict::Abuse => Err(End::Kicked(KickReason::RateLimitAbuse)),
         }
-        match parsed {
-            Ok(inbound) => self.on_message(inbound),
-            Err(err) => self.send_error(&err),
-        }
-        None
     }
 
     fn on_message(&mut self, inbound: Inbound<'_>) {
