@@ -315,7 +315,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(r#"{"type":"ice-candidate","to":"p","data":{"candidate":""}}"#).is_ok());
-        assert_eq!(err(r#"{"type":"ice-candidate","to":"p","data":null}"#).code, ErrorCode::InvalidMessage);
+        assert_eq!(
+            err(r#"{"type":"ice-candidate","to":"p","data":null}"#).code,
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             err(r#"{"type":"answer","to":"p","data":null}"#).code,
             ErrorCode::InvalidMessage

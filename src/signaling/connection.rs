@@ -14,6 +14,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::limits::{ConnectionPermit, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
@@ -21,10 +23,13 @@ use super::resume::{Redeemed, TokenId};
 use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
 use crate::protocol::{
-    ClientMessage, ClientTelemetry, ErrorCode, Inbound, LeaveReason, MessageType, PeerOutcome,
-    ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
+    ClientMessage, ClientTelemetry, ErrorCode, ErrorKind, Inbound, LeaveReason, MessageType,
+    PeerOutcome, ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
 };
-use crate::telemetry::metrics::{KickReason, OutKind};
+use crate::telemetry::{
+    self,
+    metrics::{KickReason, OutKind},
+};
 use crate::timefmt;
 
 /// How long the server waits for a client to answer its close frame.
@@ -66,7 +71,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(hub, info);
-    conn.run(ws).await;
+    let span = conn.span.clone();
+    conn.run(ws).instrument(span).await;
 }
 
 struct Connection {
@@ -86,6 +92,8 @@ struct Connection {
     messages_in: u64,
     messages_out: u64,
     errors: u64,
+    /// `ws.connection`: the parent of every message's span.
+    span: tracing::Span,
 }
 
 impl Connection {
@@ -104,7 +112,14 @@ impl Connection {
         };
         handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
         let now = Instant::now();
+        let span = tracing::info_span!(
+            "ws.connection",
+            session_id = %session_id,
+            peer_id = %peer_id,
+            room = Empty,
+        );
         Connection {
+            span,
             throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
             hub,
             id,
@@ -313,10 +328,44 @@ impl Connection {
             Verdict::Abuse => return Some(End::Kicked(KickReason::RateLimitAbuse)),
         }
         match parsed {
-            Ok(inbound) => self.on_message(inbound),
+            Ok(inbound) => {
+                let span = self.message_span(kind);
+                if let Some(parent) = &inbound.traceparent {
+                    telemetry::traces::continue_trace(&span, parent);
+                }
+                let _entered = span.enter();
+                self.on_message(inbound);
+            }
             Err(err) => self.send_error(&err),
         }
         None
+    }
+
+    /// The span of one handled message (disabled, and free, when no
+    /// subscriber wants it).
+    fn message_span(&self, kind: MessageType) -> tracing::Span {
+        let room = self.room.as_ref().map(|r| r.name().as_str());
+        macro_rules! span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    session_id = %self.session_id,
+                    peer_id = %self.peer_id,
+                    room,
+                    message.type = kind.as_str(),
+                )
+            };
+        }
+        match kind {
+            MessageType::Join => span!("signal.join"),
+            MessageType::Leave => span!("signal.leave"),
+            MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
+                span!("signal.relay")
+            }
+            MessageType::Ping => span!("signal.ping"),
+            MessageType::Telemetry => span!("signal.telemetry"),
+            MessageType::Invalid => span!("signal.invalid"),
+        }
     }
 
     fn on_message(&mut self, inbound: Inbound<'_>) {
@@ -346,6 +395,8 @@ impl Connection {
     }
 
     fn join_query_room(&mut self, room: &str) {
+        let span = self.message_span(MessageType::Join);
+        let _entered = span.enter();
         let result = RoomName::parse(room)
             .map_err(|e| e.about(MessageType::Join))
             .and_then(|room| self.on_join(room, None, None));
@@ -387,7 +438,7 @@ impl Connection {
                             room = %room,
                             "peer resumed"
                         );
-                        self.room = Some(r);
+                        self.in_room(r);
                         metrics.reconnections.with_label_values(&["resumed"]).inc();
                         return Ok(());
                     }
@@ -427,7 +478,7 @@ impl Connection {
                     size,
                     "peer joined"
                 );
-                self.room = Some(r);
+                self.in_room(r);
                 Ok(())
             }
             Err(size) => {
@@ -445,6 +496,20 @@ impl Connection {
                 )))
             }
         }
+    }
+
+    /// Remembers the room, and names it (and the peer) on the spans.
+    fn in_room(&mut self, room: Arc<Room>) {
+        if !self.span.is_disabled() {
+            let name = room.name().as_str();
+            let peer = &*self.peer_id;
+            self.span.record("room", name);
+            self.span.record("peer_id", peer);
+            let current = tracing::Span::current();
+            current.record("room", name);
+            current.record("peer_id", peer);
+        }
+        self.room = Some(room);
     }
 
     fn on_leave(&mut self) -> Result<(), ProtocolError> {
@@ -471,11 +536,13 @@ impl Connection {
         let Some(room) = &self.room else {
             return Err(about(not_in_room()));
         };
-        let traceparent = TraceParent {
+        // The relay span's own context when spans are on; otherwise fresh
+        // ids that still continue the sender's trace.
+        let traceparent = telemetry::traces::current_ids().unwrap_or_else(|| TraceParent {
             trace_id: parent.map_or_else(random_trace_id, |p| p.trace_id),
             span_id: random_span_id(),
             sampled: parent.is_some_and(|p| p.sampled),
-        };
+        });
         let out_kind = match kind {
             RelayKind::Offer => OutKind::Offer,
             RelayKind::Answer => OutKind::Answer,
@@ -540,6 +607,9 @@ impl Connection {
 
     fn send_error(&mut self, err: &ProtocolError) {
         self.errors += 1;
+        if err.code.kind() == ErrorKind::Server {
+            telemetry::log_server_error("server error sent to a client", err);
+        }
         self.hub.metrics.error_sent(err.code);
         let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
         self.queue(Frame::new(OutKind::Error, text));
