@@ -2,3 +2,6 @@
 
 mod helpers;
 mod signaling;
+mod logs;
+mod metrics;
+mod traces;
