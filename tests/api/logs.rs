@@ -76,7 +76,9 @@ async fn log_file_has_the_fields_and_no_secrets() {
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
     // Hourly rotation: chatsubo.YYYY-MM-DD-HH.log
     assert!(
-        name.starts_with("chatsubo.") && name.ends_with(".log") && name.len() == "chatsubo.2026-11-28-07.log".len(),
+        name.starts_with("chatsubo.")
+            && name.ends_with(".log")
+            && name.len() == "chatsubo.2026-11-28-07.log".len(),
         "rotated file name {name}"
     );
     let text = std::fs::read_to_string(&files[0]).unwrap();
@@ -86,7 +88,11 @@ async fn log_file_has_the_fields_and_no_secrets() {
         .collect();
     assert!(lines.len() >= 8, "{} lines", lines.len());
     // Stdout carries the same lines.
-    assert_eq!(stdout.len(), lines.len(), "stdout and file have the same lines");
+    assert_eq!(
+        stdout.len(),
+        lines.len(),
+        "stdout and file have the same lines"
+    );
 
     for line in &lines {
         for field in ["timestamp", "level", "target", "message"] {
@@ -103,18 +109,39 @@ async fn log_file_has_the_fields_and_no_secrets() {
         );
         // trace_id and span_id come together, and only inside a span
         // (where the session is known).
-        assert_eq!(line["trace_id"].is_string(), line["span_id"].is_string(), "{line}");
+        assert_eq!(
+            line["trace_id"].is_string(),
+            line["span_id"].is_string(),
+            "{line}"
+        );
         if line["session_id"].is_string() {
-            assert!(is_hex(line["trace_id"].as_str().unwrap_or(""), 32), "trace_id in {line}");
-            assert!(is_hex(line["span_id"].as_str().unwrap_or(""), 16), "span_id in {line}");
+            assert!(
+                is_hex(line["trace_id"].as_str().unwrap_or(""), 32),
+                "trace_id in {line}"
+            );
+            assert!(
+                is_hex(line["span_id"].as_str().unwrap_or(""), 16),
+                "span_id in {line}"
+            );
         }
     }
-    let event = |name: &str| -> Vec<&Value> { lines.iter().filter(|l| l["event"] == name).collect() };
+    let event =
+        |name: &str| -> Vec<&Value> { lines.iter().filter(|l| l["event"] == name).collect() };
     assert_eq!(event("listening").len(), 1);
-    assert!(event("listening")[0].get("trace_id").is_none(), "no trace id outside spans");
+    assert!(
+        event("listening")[0].get("trace_id").is_none(),
+        "no trace id outside spans"
+    );
     let joins = event("peer_joined");
-    assert_eq!(joins.len(), 3, "ann, bob and the fresh join of the refused token");
-    let ann = joins.iter().find(|l| l["peer_id"] == a_peer(&lines, "logged", 0)).unwrap();
+    assert_eq!(
+        joins.len(),
+        3,
+        "ann, bob and the fresh join of the refused token"
+    );
+    let ann = joins
+        .iter()
+        .find(|l| l["peer_id"] == a_peer(&lines, "logged", 0))
+        .unwrap();
     assert_eq!(ann["room"], "logged");
     assert_eq!(ann["level"], "INFO");
     assert_eq!(ann["target"], "chatsubo::signaling::connection");
@@ -123,7 +150,10 @@ async fn log_file_has_the_fields_and_no_secrets() {
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0]["room"], "logged");
     assert!(!event("resume_failed").is_empty());
-    assert!(!event("client_telemetry").is_empty(), "debug lines are written at --log-level debug");
+    assert!(
+        !event("client_telemetry").is_empty(),
+        "debug lines are written at --log-level debug"
+    );
 
     for secret in tokens
         .iter()

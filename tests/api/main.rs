@@ -1,7 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, real sockets.
 
 mod helpers;
-mod signaling;
 mod logs;
 mod metrics;
+mod signaling;
 mod traces;

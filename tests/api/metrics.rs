@@ -18,7 +18,10 @@ async fn settle(app: &TestApp, sample: &str, value: f64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{sample} never reached {value}: {}", app.metric(sample).await);
+    panic!(
+        "{sample} never reached {value}: {}",
+        app.metric(sample).await
+    );
 }
 
 #[tokio::test]
@@ -113,32 +116,110 @@ async fn scripted_scenario_matches_every_metric_exactly() {
         ("chatsubo_room_full_rejections_total", 1.0),
         // B's socket ended without a closing handshake.
         ("chatsubo_websocket_errors_total", 1.0),
-        (r#"chatsubo_errors_total{code="INVALID_MESSAGE",kind="client"}"#, 3.0),
-        (r#"chatsubo_errors_total{code="ROOM_FULL",kind="client"}"#, 1.0),
-        (r#"chatsubo_errors_total{code="NOT_IN_ROOM",kind="client"}"#, 2.0),
-        (r#"chatsubo_errors_total{code="UNKNOWN_PEER",kind="client"}"#, 1.0),
-        (r#"chatsubo_errors_total{code="ALREADY_IN_ROOM",kind="client"}"#, 0.0),
-        (r#"chatsubo_errors_total{code="MESSAGE_TOO_LARGE",kind="client"}"#, 0.0),
-        (r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client"}"#, 0.0),
-        (r#"chatsubo_errors_total{code="SERVER_SHUTTING_DOWN",kind="server"}"#, 0.0),
-        (r#"chatsubo_errors_total{code="INTERNAL",kind="server"}"#, 0.0),
-        (r#"chatsubo_messages_total{direction="in",type="join"}"#, 6.0),
-        (r#"chatsubo_messages_total{direction="in",type="leave"}"#, 2.0),
-        (r#"chatsubo_messages_total{direction="in",type="invalid"}"#, 3.0),
-        (r#"chatsubo_messages_total{direction="in",type="offer"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="in",type="answer"}"#, 0.0),
-        (r#"chatsubo_messages_total{direction="in",type="ice-candidate"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="in",type="ping"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="in",type="telemetry"}"#, 9.0),
-        (r#"chatsubo_messages_total{direction="out",type="welcome"}"#, 6.0),
-        (r#"chatsubo_messages_total{direction="out",type="joined"}"#, 5.0),
-        (r#"chatsubo_messages_total{direction="out",type="peer-joined"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="out",type="peer-left"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="out",type="offer"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="out",type="answer"}"#, 0.0),
-        (r#"chatsubo_messages_total{direction="out",type="ice-candidate"}"#, 0.0),
-        (r#"chatsubo_messages_total{direction="out",type="pong"}"#, 1.0),
-        (r#"chatsubo_messages_total{direction="out",type="error"}"#, 7.0),
+        (
+            r#"chatsubo_errors_total{code="INVALID_MESSAGE",kind="client"}"#,
+            3.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="ROOM_FULL",kind="client"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="NOT_IN_ROOM",kind="client"}"#,
+            2.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="UNKNOWN_PEER",kind="client"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="ALREADY_IN_ROOM",kind="client"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="MESSAGE_TOO_LARGE",kind="client"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="SERVER_SHUTTING_DOWN",kind="server"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_errors_total{code="INTERNAL",kind="server"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="join"}"#,
+            6.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="leave"}"#,
+            2.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="invalid"}"#,
+            3.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="offer"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="answer"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="ice-candidate"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="ping"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="in",type="telemetry"}"#,
+            9.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="welcome"}"#,
+            6.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="joined"}"#,
+            5.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="peer-joined"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="peer-left"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="offer"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="answer"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="ice-candidate"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="pong"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_messages_total{direction="out",type="error"}"#,
+            7.0,
+        ),
         ("chatsubo_joins_total", 4.0),
         (r#"chatsubo_leaves_total{reason="left"}"#, 4.0),
         (r#"chatsubo_leaves_total{reason="disconnected"}"#, 0.0),
@@ -149,7 +230,10 @@ async fn scripted_scenario_matches_every_metric_exactly() {
         (r#"chatsubo_reconnections_total{outcome="invalid"}"#, 1.0),
         (r#"chatsubo_reconnections_total{outcome="expired"}"#, 1.0),
         ("chatsubo_session_duration_seconds_count", 6.0),
-        (r#"chatsubo_peer_connections_total{outcome="connected"}"#, 1.0),
+        (
+            r#"chatsubo_peer_connections_total{outcome="connected"}"#,
+            1.0,
+        ),
         (r#"chatsubo_peer_connections_total{outcome="failed"}"#, 1.0),
         ("chatsubo_peer_connect_seconds_count", 1.0),
         ("chatsubo_peer_connect_seconds_sum", 0.83),
@@ -157,13 +241,25 @@ async fn scripted_scenario_matches_every_metric_exactly() {
         ("chatsubo_signaling_rtt_seconds_sum", 0.0125),
         ("chatsubo_client_connect_seconds_count", 1.0),
         ("chatsubo_client_connect_seconds_sum", 0.095),
-        (r#"chatsubo_client_reconnects_total{outcome="success"}"#, 1.0),
-        (r#"chatsubo_client_reconnects_total{outcome="failure"}"#, 1.0),
-        (r#"chatsubo_client_errors_total{code="GETUSERMEDIA_DENIED"}"#, 1.0),
+        (
+            r#"chatsubo_client_reconnects_total{outcome="success"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_client_reconnects_total{outcome="failure"}"#,
+            1.0,
+        ),
+        (
+            r#"chatsubo_client_errors_total{code="GETUSERMEDIA_DENIED"}"#,
+            1.0,
+        ),
         (r#"chatsubo_client_errors_total{code="other"}"#, 1.0),
         ("chatsubo_held_messages", 0.0),
         (r#"chatsubo_kicks_total{reason="slow_consumer"}"#, 0.0),
-        (r#"chatsubo_dropped_messages_total{reason="held_overflow"}"#, 0.0),
+        (
+            r#"chatsubo_dropped_messages_total{reason="held_overflow"}"#,
+            0.0,
+        ),
         (r#"chatsubo_build_info{version="0.1.0"}"#, 1.0),
     ];
     let mut wrong = Vec::new();
@@ -177,14 +273,19 @@ async fn scripted_scenario_matches_every_metric_exactly() {
             "{sample} is not exposed"
         );
     }
-    assert!(wrong.is_empty(), "metrics differ from the truth:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "metrics differ from the truth:\n{}",
+        wrong.join("\n")
+    );
     // No label holds a room, peer or address.
     for forbidden in ["m1", "m2", "m3", "127.0.0.1", "p_"] {
         assert!(
-            !text
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .any(|l| l.split(' ').next().unwrap().contains(&format!("\"{forbidden}"))),
+            !text.lines().filter(|l| !l.starts_with('#')).any(|l| l
+                .split(' ')
+                .next()
+                .unwrap()
+                .contains(&format!("\"{forbidden}"))),
             "a label holds {forbidden}"
         );
     }

@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
 use tonic::codegen::async_trait;
@@ -109,7 +109,10 @@ async fn offer_and_answer_are_one_trace_and_survive_shutdown() {
         .await;
     let answer = a.recv_type("answer").await;
     let (answer_trace, answer_span) = ids(answer["traceparent"].as_str().unwrap());
-    assert_eq!(answer_trace, offer_trace, "the answer continues the offer's trace");
+    assert_eq!(
+        answer_trace, offer_trace,
+        "the answer continues the offer's trace"
+    );
 
     let (status, _dir, _stdout) = tokio::task::spawn_blocking(move || app.terminate())
         .await
@@ -137,33 +140,79 @@ async fn offer_and_answer_are_one_trace_and_survive_shutdown() {
     for (peer, session) in [(&pa, &sa), (&pb, &sb)] {
         let conn = find("ws.connection", peer);
         let join = find("signal.join", peer);
-        assert!(conn.parent_span_id.is_empty(), "ws.connection is a root span");
+        assert!(
+            conn.parent_span_id.is_empty(),
+            "ws.connection is a root span"
+        );
         assert_eq!(join.trace_id, conn.trace_id);
-        assert_eq!(join.parent_span_id, conn.span_id, "join is a child of its connection");
+        assert_eq!(
+            join.parent_span_id, conn.span_id,
+            "join is a child of its connection"
+        );
         for span in [conn, join] {
-            assert_eq!(attr(&span.attributes, "session_id").as_deref(), Some(session.as_str()));
+            assert_eq!(
+                attr(&span.attributes, "session_id").as_deref(),
+                Some(session.as_str())
+            );
             assert_eq!(attr(&span.attributes, "room").as_deref(), Some("traced"));
         }
-        assert_eq!(attr(&join.attributes, "message.type").as_deref(), Some("join"));
+        assert_eq!(
+            attr(&join.attributes, "message.type").as_deref(),
+            Some("join")
+        );
     }
 
     let offer_relay = find("signal.relay", &pa);
     assert_eq!(hex(&offer_relay.trace_id), offer_trace);
-    assert_eq!(hex(&offer_relay.parent_span_id), "b7ad6b7169203331", "continues the client's traceparent");
-    assert_eq!(hex(&offer_relay.span_id), offer_span, "the relayed traceparent is the relay span's");
-    assert_eq!(attr(&offer_relay.attributes, "message.type").as_deref(), Some("offer"));
-    assert_eq!(attr(&offer_relay.attributes, "room").as_deref(), Some("traced"));
-    assert_eq!(attr(&offer_relay.attributes, "session_id").as_deref(), Some(sa.as_str()));
+    assert_eq!(
+        hex(&offer_relay.parent_span_id),
+        "b7ad6b7169203331",
+        "continues the client's traceparent"
+    );
+    assert_eq!(
+        hex(&offer_relay.span_id),
+        offer_span,
+        "the relayed traceparent is the relay span's"
+    );
+    assert_eq!(
+        attr(&offer_relay.attributes, "message.type").as_deref(),
+        Some("offer")
+    );
+    assert_eq!(
+        attr(&offer_relay.attributes, "room").as_deref(),
+        Some("traced")
+    );
+    assert_eq!(
+        attr(&offer_relay.attributes, "session_id").as_deref(),
+        Some(sa.as_str())
+    );
 
     let answer_relay = find("signal.relay", &pb);
-    assert_eq!(hex(&answer_relay.trace_id), offer_trace, "one trace for offer and answer");
-    assert_eq!(answer_relay.parent_span_id, offer_relay.span_id, "the answer's span is a child of the offer's");
+    assert_eq!(
+        hex(&answer_relay.trace_id),
+        offer_trace,
+        "one trace for offer and answer"
+    );
+    assert_eq!(
+        answer_relay.parent_span_id, offer_relay.span_id,
+        "the answer's span is a child of the offer's"
+    );
     assert_eq!(hex(&answer_relay.span_id), answer_span);
-    assert_eq!(attr(&answer_relay.attributes, "message.type").as_deref(), Some("answer"));
-    assert_eq!(attr(&answer_relay.attributes, "session_id").as_deref(), Some(sb.as_str()));
+    assert_eq!(
+        attr(&answer_relay.attributes, "message.type").as_deref(),
+        Some("answer")
+    );
+    assert_eq!(
+        attr(&answer_relay.attributes, "session_id").as_deref(),
+        Some(sb.as_str())
+    );
 
     // Nothing else was lost: 2 connections, 2 joins, 2 relays.
-    for (name, count) in [("ws.connection", 2), ("signal.join", 2), ("signal.relay", 2)] {
+    for (name, count) in [
+        ("ws.connection", 2),
+        ("signal.join", 2),
+        ("signal.relay", 2),
+    ] {
         assert_eq!(
             names.iter().filter(|n| **n == name).count(),
             count,
@@ -204,8 +253,16 @@ async fn a_collector_that_is_down_never_stalls_signaling() {
     let metrics_url = format!("http://{}/metrics", app.addr);
     let mut failed = 0.0;
     for _ in 0..100 {
-        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
-        failed = metric_value(&text, r#"chatsubo_spans_dropped_total{reason="export_failed"}"#);
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        failed = metric_value(
+            &text,
+            r#"chatsubo_spans_dropped_total{reason="export_failed"}"#,
+        );
         if failed >= 100.0 {
             break;
         }
