@@ -14,7 +14,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::limits::{ConnectionPermit, Throttle, Verdict};
@@ -71,8 +70,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(hub, info);
-    let span = conn.span.clone();
-    conn.run(ws).instrument(span).await;
+    conn.run(ws).await;
 }
 
 struct Connection {
@@ -114,8 +112,8 @@ impl Connection {
         let now = Instant::now();
         let span = tracing::info_span!(
             "ws.connection",
-            session_id = %session_id,
-            peer_id = %peer_id,
+            session_id = session_id.as_str(),
+            peer_id = &*peer_id,
             room = Empty,
         );
         Connection {
@@ -144,26 +142,26 @@ impl Connection {
     {
         let metrics = self.hub.metrics.clone();
         metrics.active_connections.inc();
-        tracing::debug!(
-            event = "connected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
-            "connection opened"
-        );
-        if let Some(room) = self.info.room.take() {
-            self.join_query_room(&room);
+        // `ws.connection` is entered around the synchronous work only (not
+        // on every poll of this future): entering a span costs each layer.
+        let span = self.span.clone();
+        {
+            let _entered = span.enter();
+            tracing::debug!(event = "connected", "connection opened");
+            if let Some(room) = self.info.room.take() {
+                self.join_query_room(&room);
+            }
         }
         let end = self.pump(&mut ws).await;
-        self.leave_room(end);
+        span.in_scope(|| self.leave_room(end));
         self.close(&mut ws, end).await;
         metrics.active_connections.dec();
         metrics
             .session_duration
             .observe(self.connected_at.elapsed().as_secs_f64());
+        let _entered = span.enter();
         tracing::debug!(
             event = "disconnected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
             end = ?end,
             messages_in = self.messages_in,
             messages_out = self.messages_out,
@@ -182,6 +180,7 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
+        let span = self.span.clone();
         loop {
             tokio::select! {
                 biased;
@@ -206,11 +205,12 @@ impl Connection {
                     self.last_seen = Instant::now();
                     match message {
                         Message::Text(text) => {
-                            if let Some(end) = self.on_text(text.as_str()) {
+                            if let Some(end) = span.in_scope(|| self.on_text(text.as_str())) {
                                 return end;
                             }
                         }
                         Message::Binary(_) => {
+                            let _entered = span.enter();
                             self.hub.metrics.message_in(MessageType::Invalid);
                             self.messages_in += 1;
                             self.send_error(&ProtocolError::invalid("binary frames are not part of the protocol; send JSON text"));
@@ -268,7 +268,9 @@ impl Connection {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {}
             other => {
                 self.hub.metrics.websocket_errors.inc();
-                tracing::debug!(event = "websocket_error", session_id = %self.session_id, cause = %other, "transport error");
+                self.span.in_scope(|| {
+                    tracing::debug!(event = "websocket_error", cause = %other, "transport error")
+                });
             }
         }
         End::Disconnected
@@ -284,7 +286,9 @@ impl Connection {
             WsError::Capacity(cause) => {
                 self.hub.metrics.websocket_errors.inc();
                 let limit = self.hub.config.max_message_bytes;
-                tracing::info!(event = "message_too_large", session_id = %self.session_id, cause = %cause, "oversized message");
+                self.span.in_scope(|| {
+                    tracing::info!(event = "message_too_large", cause = %cause, "oversized message")
+                });
                 let message = format!("messages are limited to {limit} bytes");
                 self.hub.metrics.error_sent(ErrorCode::MessageTooLarge);
                 self.errors += 1;
@@ -349,8 +353,8 @@ impl Connection {
             ($name:literal) => {
                 tracing::info_span!(
                     $name,
-                    session_id = %self.session_id,
-                    peer_id = %self.peer_id,
+                    session_id = self.session_id.as_str(),
+                    peer_id = &*self.peer_id,
                     room,
                     message.type = kind.as_str(),
                 )

@@ -113,40 +113,89 @@ impl<S> JsonLines<S> {
     }
 }
 
-/// The fields of one span, each kept as a JSON fragment (`"…"`, `12`).
+/// The fields of one span as JSON members (`"name":value`, comma-separated)
+/// in one string, with where each one starts: one allocation per span.
 #[derive(Default)]
-struct SpanFields(Vec<(&'static str, String)>);
+struct SpanFields {
+    text: String,
+    names: Vec<(&'static str, usize)>,
+}
 
 impl SpanFields {
-    fn set(&mut self, name: &'static str, value: String) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
+    fn set(&mut self, name: &'static str, value: impl FnOnce(&mut String)) {
+        if let Some(i) = self.names.iter().position(|(n, _)| *n == name) {
+            // A field recorded again (rare): rebuild without its old value.
+            let start = self.names[i].1;
+            let end = self.names.get(i + 1).map_or(self.text.len(), |n| n.1);
+            let tail = self.text[end..].to_string();
+            self.text.truncate(start);
+            self.names.remove(i);
+            for n in &mut self.names[i..] {
+                n.1 -= end - start;
+            }
+            self.text.push_str(&tail);
         }
+        if self.names.is_empty() {
+            self.names.reserve(4);
+            self.text.reserve(128);
+        }
+        self.names.push((name, self.text.len()));
+        self.text.push(',');
+        push_json_str(&mut self.text, name);
+        self.text.push(':');
+        value(&mut self.text);
+    }
+
+    /// Each member with its name, as `(name, ",\"name\":value")`.
+    fn members(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.names.iter().enumerate().map(|(i, (name, start))| {
+            let end = self.names.get(i + 1).map_or(self.text.len(), |n| n.1);
+            (*name, &self.text[*start..end])
+        })
     }
 }
 
 impl Visit for SpanFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field.name(), json_string(value));
+        self.set(field.name(), |t| push_json_str(t, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |t| {
+            let _ = write!(t, "{value}");
+        });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |t| {
+            let _ = write!(t, "{value}");
+        });
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.set(field.name(), json_f64(value));
+        self.set(field.name(), |t| t.push_str(&json_f64(value)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |t| {
+            let _ = write!(t, "{value}");
+        });
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.set(field.name(), json_string(&error_chain(value)));
+        self.set(field.name(), |t| push_json_str(t, &error_chain(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.set(field.name(), json_string(&format!("{value:?}")));
+        self.set(field.name(), |t| push_json_str(t, &format!("{value:?}")));
+    }
+}
+
+/// Appends `value` as a JSON string; plain text (ids, names) is copied as is.
+fn push_json_str(out: &mut String, value: &str) {
+    if value
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&json_string(value));
     }
 }
 
@@ -196,42 +245,35 @@ where
         let mut fields = SpanFields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let mut line = String::with_capacity(256);
+        let mut line = String::with_capacity(384);
         line.push_str("{\"timestamp\":\"");
         line.push_str(&crate::timefmt::rfc3339_millis(OffsetDateTime::now_utc()));
         line.push_str("\",\"level\":\"");
         line.push_str(meta.level().as_str());
         line.push_str("\",\"target\":");
-        line.push_str(&json_string(meta.target()));
-        line.push_str(",\"message\":");
+        push_json_str(&mut line, meta.target());
         let mut written: Vec<&'static str> = Vec::with_capacity(16);
-        match fields.0.iter().position(|(n, _)| *n == "message") {
-            Some(i) => line.push_str(&fields.0.swap_remove(i).1),
-            None => line.push_str("\"\""),
+        written.extend(["timestamp", "level", "target", "trace_id", "span_id"]);
+        if !fields.names.iter().any(|(n, _)| *n == "message") {
+            line.push_str(",\"message\":\"\"");
+            written.push("message");
         }
-        written.push("message");
-        for key in ["timestamp", "level", "target", "trace_id", "span_id"] {
-            written.push(key);
-        }
-        let mut push = |line: &mut String, name: &'static str, value: &str| {
+        let mut push = |line: &mut String, name: &'static str, member: &str| {
             if !written.contains(&name) {
                 written.push(name);
-                line.push(',');
-                line.push_str(&json_string(name));
-                line.push(':');
-                line.push_str(value);
+                line.push_str(member);
             }
         };
-        for (name, value) in &fields.0 {
-            push(&mut line, name, value);
+        for (name, member) in fields.members() {
+            push(&mut line, name, member);
         }
         let mut in_span = false;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 in_span = true;
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    for (name, value) in &fields.0 {
-                        push(&mut line, name, value);
+                    for (name, member) in fields.members() {
+                        push(&mut line, name, member);
                     }
                 }
             }
@@ -333,6 +375,28 @@ mod tests {
     fn error_chain_names_every_cause() {
         let err = Outer(std::io::Error::other("root cause"));
         assert_eq!(error_chain(&err), "outer: root cause");
+    }
+
+    #[test]
+    fn span_fields_recorded_again_replace_the_old_value() {
+        let mut f = SpanFields::default();
+        f.set("a", |t| t.push('1'));
+        f.set("b", |t| push_json_str(t, "x\"y"));
+        f.set("c", |t| t.push('3'));
+        f.set("a", |t| t.push_str("10"));
+        let members: Vec<_> = f.members().collect();
+        assert_eq!(
+            members,
+            vec![
+                ("b", r#","b":"x\"y""#),
+                ("c", r#","c":3"#),
+                ("a", r#","a":10"#)
+            ]
+        );
+        let line = format!("{{\"z\":0{}}}", f.text);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["a"], 10);
+        assert_eq!(v["b"], "x\"y");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod traces;
 
 pub use metrics::Metrics;
 
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -34,15 +35,23 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let exporting = traces.target.is_some();
     // Without export, the span layer only needs our spans (for their ids);
     // with export it also takes our events, as span events.
+    // The level hint matters: it bounds `log` records too (tungstenite's
+    // trace! calls would otherwise each cost a dispatch).
     let span_filter = filter_fn(move |meta| {
         meta.target().starts_with("chatsubo")
             && (meta.is_span() || (exporting && *meta.level() <= tracing::Level::INFO))
-    });
-    tracing_subscriber::registry()
-        .with(JsonLines::new(&writers).with_filter(LogFilter::new(filter)))
-        .with(traces.layer().with_filter(span_filter))
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    })
+    .with_max_level_hint(LevelFilter::INFO);
+    // `--log-level off` and no export: no subscriber at all, so that spans
+    // and events cost nothing.
+    let logging = filter.max_level_hint() != Some(LevelFilter::OFF);
+    if logging || exporting {
+        tracing_subscriber::registry()
+            .with(logging.then(|| JsonLines::new(&writers).with_filter(LogFilter::new(filter))))
+            .with(traces.layer().with_filter(span_filter))
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    }
     if let Some(target) = &traces.target {
         tracing::info!(
             event = "trace_export",

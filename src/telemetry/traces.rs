@@ -39,7 +39,10 @@ use crate::protocol::TraceParent;
 use crate::telemetry::metrics::pipeline;
 
 /// Spans waiting for export, at most (`OTEL_BSP_MAX_QUEUE_SIZE` overrides).
-pub const SPAN_QUEUE: usize = 8192;
+pub const SPAN_QUEUE: usize = 16384;
+/// Spans per export call (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` overrides); large
+/// batches keep up with one span per relayed message.
+pub const EXPORT_BATCH: usize = 2048;
 /// How long shutdown waits for the last export.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -212,8 +215,14 @@ impl SpanQueue {
         };
         // The inner queue is as large as ours, and ours counts spans until
         // their export ends, so the inner one never fills up.
+        let batch_size = std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(EXPORT_BATCH)
+            .min(capacity);
         let batch = BatchConfigBuilder::default()
             .with_max_queue_size(capacity)
+            .with_max_export_batch_size(batch_size)
             .build();
         SpanQueue {
             inner: BatchSpanProcessor::builder(exporter)
