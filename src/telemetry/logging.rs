@@ -400,6 +400,24 @@ mod tests {
     }
 
     #[test]
+    fn log_level_flag_wins_over_rust_log() {
+        use clap::Parser;
+        // SAFETY: no other test reads or writes RUST_LOG.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+        let from_env = Config::try_parse_from(["chatsubo"]).unwrap();
+        let from_flag = Config::try_parse_from(["chatsubo", "--log-level", "debug"]).unwrap();
+        let env_hint = log_filter(&from_env).unwrap().max_level_hint();
+        let flag_hint = log_filter(&from_flag).unwrap().max_level_hint();
+        unsafe { std::env::remove_var("RUST_LOG") };
+        let default_hint = log_filter(&from_env).unwrap().max_level_hint();
+        use tracing::level_filters::LevelFilter;
+        assert_eq!(env_hint, Some(LevelFilter::WARN));
+        assert_eq!(flag_hint, Some(LevelFilter::DEBUG));
+        assert_eq!(default_hint, Some(LevelFilter::INFO));
+        assert!(Config::try_parse_from(["chatsubo", "--log-rotation", "weekly"]).is_err());
+    }
+
+    #[test]
     fn fragments_are_json() {
         assert_eq!(json_string("a\"b\n"), r#""a\"b\n""#);
         assert_eq!(json_f64(f64::NAN), r#""NaN""#);
