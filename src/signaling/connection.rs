@@ -662,12 +662,14 @@ impl Connection {
                     return;
                 }
                 let (peer_id, conn_id, token) = (self.peer_id.clone(), self.id, self.token);
+                // The connection's span has ended by then; name the session.
+                let session_id = self.session_id.clone();
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     hub.tokens.expire(&token);
                     if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
-                        tracing::info!(event = "peer_left", peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
+                        tracing::info!(event = "peer_left", session_id = %session_id, peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
                     }
                     hub.rooms.forget_if_closed(&room, &hub.metrics);
                 });
