@@ -26,6 +26,26 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_LOG_DIR", default_value = "./logs")]
     pub log_dir: PathBuf,
 
+    /// How often the log file rotates: hourly or daily.
+    #[arg(long, env = "CHATSUBO_LOG_ROTATION", value_enum, default_value_t = LogRotation::Daily)]
+    pub log_rotation: LogRotation,
+
+    /// Rotated log files kept in --log-dir; older ones are deleted.
+    #[arg(long, env = "CHATSUBO_LOG_MAX_FILES", default_value_t = 14,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub log_max_files: u32,
+
+    /// Log filter (`info`, `debug`, `chatsubo=debug,warn`, …). Default `info`;
+    /// when this flag is absent, `RUST_LOG` is used if set.
+    #[arg(long, env = "CHATSUBO_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// OTLP collector to export traces to (gRPC unless
+    /// OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf); falls back to
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. No traces are exported when neither is set.
+    #[arg(long, env = "CHATSUBO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Most peers in one room (peers inside their resume grace included).
     #[arg(long, env = "CHATSUBO_MAX_ROOM_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -89,6 +109,13 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_ANALYTICS_QUEUE", default_value_t = 65536,
           value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
     pub analytics_queue: u64,
+}
+
+/// How often the log file rotates.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRotation {
+    Hourly,
+    Daily,
 }
 
 impl Config {
@@ -159,6 +186,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.log_dir, PathBuf::from("./logs"));
+        assert_eq!(c.log_rotation, LogRotation::Daily);
+        assert_eq!(c.log_max_files, 14);
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.otlp_endpoint, None);
         assert_eq!(c.max_room_size, 10);
         assert_eq!(c.resume_grace(), Duration::from_secs(30));
         assert_eq!(c.heartbeat_interval_ms, 15000);

@@ -573,8 +573,25 @@ mod tests {
         );
         assert_eq!(ok(authorize(Some(""), Some("Bearer "), None)), Err(401));
         // "user:s3cret" and "user:nope" in Basic.
-        assert_eq!(ok(authorize(t, Some("Basic dXNlcjpzM2NyZXQ="), addr("192.0.2.1:9"))), Ok(()));
-        assert_eq!(ok(authorize(t, Some("Basic dXNlcjpub3Bl"), addr("127.0.0.1:9"))), Err(401));
-        assert_eq!(ok(authorize(t, Some("Basic !!!"), addr("127.0.0.1:9"))), Err(401));
+        assert_eq!(
+            ok(authorize(
+                t,
+                Some("Basic dXNlcjpzM2NyZXQ="),
+                addr("192.0.2.1:9")
+            )),
+            Ok(())
+        );
+        assert_eq!(
+            ok(authorize(
+                t,
+                Some("Basic dXNlcjpub3Bl"),
+                addr("127.0.0.1:9")
+            )),
+            Err(401)
+        );
+        assert_eq!(
+            ok(authorize(t, Some("Basic !!!"), addr("127.0.0.1:9"))),
+            Err(401)
+        );
     }
 }

@@ -42,7 +42,9 @@ impl Reply for ApiError {
                 warp::http::header::WWW_AUTHENTICATE,
                 // Bearer for API clients; Basic lets a browser opening
                 // /dashboard prompt for the token as its password.
-                warp::http::HeaderValue::from_static(r#"Bearer realm="chatsubo", Basic realm="chatsubo""#),
+                warp::http::HeaderValue::from_static(
+                    r#"Bearer realm="chatsubo", Basic realm="chatsubo""#,
+                ),
             );
         }
         res

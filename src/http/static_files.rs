@@ -90,7 +90,10 @@ fn respond(asset: &Asset) -> Response {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     // Small files that change with each release: always revalidate.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if asset.content_type == HTML {
         headers.insert(
             "content-security-policy",

@@ -14,6 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::field::Empty;
 
 use super::limits::{ConnectionPermit, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
@@ -22,10 +23,13 @@ use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
 use crate::analytics::{CloseReason, EventKind, Recorder};
 use crate::protocol::{
-    ClientMessage, ClientTelemetry, ErrorCode, Inbound, LeaveReason, MessageType, PeerOutcome,
-    ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
+    ClientMessage, ClientTelemetry, ErrorCode, ErrorKind, Inbound, LeaveReason, MessageType,
+    PeerOutcome, ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
 };
-use crate::telemetry::metrics::{KickReason, OutKind};
+use crate::telemetry::{
+    self,
+    metrics::{KickReason, OutKind},
+};
 use crate::timefmt;
 
 /// How long the server waits for a client to answer its close frame.
@@ -99,6 +103,8 @@ struct Connection {
     messages_in: u64,
     messages_out: u64,
     errors: u64,
+    /// `ws.connection`: the parent of every message's span.
+    span: tracing::Span,
 }
 
 impl Connection {
@@ -118,7 +124,14 @@ impl Connection {
         };
         handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
         let now = Instant::now();
+        let span = tracing::info_span!(
+            "ws.connection",
+            session_id = session_id.as_str(),
+            peer_id = &*peer_id,
+            room = Empty,
+        );
         Connection {
+            span,
             throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
             hub,
             id,
@@ -154,17 +167,18 @@ impl Connection {
                 connections: metrics.active_connections.get().max(0) as u64,
             },
         );
-        tracing::debug!(
-            event = "connected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
-            "connection opened"
-        );
-        if let Some(room) = self.info.room.take() {
-            self.join_query_room(&room);
+        // `ws.connection` is entered around the synchronous work only (not
+        // on every poll of this future): entering a span costs each layer.
+        let span = self.span.clone();
+        {
+            let _entered = span.enter();
+            tracing::debug!(event = "connected", "connection opened");
+            if let Some(room) = self.info.room.take() {
+                self.join_query_room(&room);
+            }
         }
         let end = self.pump(&mut ws).await;
-        self.leave_room(end);
+        span.in_scope(|| self.leave_room(end));
         self.close(&mut ws, end).await;
         metrics.active_connections.dec();
         self.hub.recorder.record(
@@ -179,10 +193,9 @@ impl Connection {
         metrics
             .session_duration
             .observe(self.connected_at.elapsed().as_secs_f64());
+        let _entered = span.enter();
         tracing::debug!(
             event = "disconnected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
             end = ?end,
             messages_in = self.messages_in,
             messages_out = self.messages_out,
@@ -202,6 +215,7 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
         let stop = self.outbox.stop.clone();
+        let span = self.span.clone();
         loop {
             tokio::select! {
                 biased;
@@ -232,12 +246,12 @@ impl Connection {
                     self.last_seen = Instant::now();
                     match message {
                         Message::Text(text) => {
-                            if let Some(end) = self.on_text(text.as_str()) {
+                            if let Some(end) = span.in_scope(|| self.on_text(text.as_str())) {
                                 return end;
                             }
                         }
                         Message::Binary(_) => {
-                            if let Some(end) = self.on_binary() {
+                            if let Some(end) = span.in_scope(|| self.on_binary()) {
                                 return end;
                             }
                         }
@@ -294,7 +308,9 @@ impl Connection {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {}
             other => {
                 self.hub.metrics.websocket_errors.inc();
-                tracing::debug!(event = "websocket_error", session_id = %self.session_id, cause = %other, "transport error");
+                self.span.in_scope(|| {
+                    tracing::debug!(event = "websocket_error", cause = %other, "transport error")
+                });
             }
         }
         End::Disconnected
@@ -310,7 +326,9 @@ impl Connection {
             WsError::Capacity(cause) => {
                 self.hub.metrics.websocket_errors.inc();
                 let limit = self.hub.config.max_message_bytes;
-                tracing::info!(event = "message_too_large", session_id = %self.session_id, cause = %cause, "oversized message");
+                self.span.in_scope(|| {
+                    tracing::info!(event = "message_too_large", cause = %cause, "oversized message")
+                });
                 let message = format!("messages are limited to {limit} bytes");
                 self.hub.metrics.error_sent(ErrorCode::MessageTooLarge);
                 self.record_error(ErrorCode::MessageTooLarge, None);
@@ -347,7 +365,14 @@ impl Connection {
             Err(end) => return Some(end),
         }
         match parsed {
-            Ok(inbound) => self.on_message(inbound),
+            Ok(inbound) => {
+                let span = self.message_span(reference.unwrap_or(MessageType::Invalid));
+                if let Some(parent) = &inbound.traceparent {
+                    telemetry::traces::continue_trace(&span, parent);
+                }
+                let _entered = span.enter();
+                self.on_message(inbound);
+            }
             Err(err) => self.send_error(&err),
         }
         None
@@ -394,6 +419,33 @@ impl Connection {
         }
     }
 
+    /// The span of one handled message (disabled, and free, when no
+    /// subscriber wants it).
+    fn message_span(&self, kind: MessageType) -> tracing::Span {
+        let room = self.room.as_ref().map(|r| r.name().as_str());
+        macro_rules! span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    session_id = self.session_id.as_str(),
+                    peer_id = &*self.peer_id,
+                    room,
+                    message.type = kind.as_str(),
+                )
+            };
+        }
+        match kind {
+            MessageType::Join => span!("signal.join"),
+            MessageType::Leave => span!("signal.leave"),
+            MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
+                span!("signal.relay")
+            }
+            MessageType::Ping => span!("signal.ping"),
+            MessageType::Telemetry => span!("signal.telemetry"),
+            MessageType::Invalid => span!("signal.invalid"),
+        }
+    }
+
     fn on_message(&mut self, inbound: Inbound<'_>) {
         let traceparent = inbound.traceparent;
         let result = match inbound.message {
@@ -421,6 +473,8 @@ impl Connection {
     }
 
     fn join_query_room(&mut self, room: &str) {
+        let span = self.message_span(MessageType::Join);
+        let _entered = span.enter();
         let result = RoomName::parse(room)
             .map_err(|e| e.about(MessageType::Join))
             .and_then(|room| self.on_join(room, None, None));
@@ -480,7 +534,7 @@ impl Connection {
                             room = %room,
                             "peer resumed"
                         );
-                        self.room = Some(r);
+                        self.in_room(r);
                         metrics.reconnections.with_label_values(&["resumed"]).inc();
                         return Ok(());
                     }
@@ -533,7 +587,7 @@ impl Connection {
                     size,
                     "peer joined"
                 );
-                self.room = Some(r);
+                self.in_room(r);
                 Ok(())
             }
             Err(size) => {
@@ -557,6 +611,20 @@ impl Connection {
                 )))
             }
         }
+    }
+
+    /// Remembers the room, and names it (and the peer) on the spans.
+    fn in_room(&mut self, room: Arc<Room>) {
+        if !self.span.is_disabled() {
+            let name = room.name().as_str();
+            let peer = &*self.peer_id;
+            self.span.record("room", name);
+            self.span.record("peer_id", peer);
+            let current = tracing::Span::current();
+            current.record("room", name);
+            current.record("peer_id", peer);
+        }
+        self.room = Some(room);
     }
 
     fn on_leave(&mut self) -> Result<(), ProtocolError> {
@@ -590,11 +658,13 @@ impl Connection {
         let Some(room) = &self.room else {
             return Err(about(not_in_room()));
         };
-        let traceparent = TraceParent {
+        // The relay span's own context when spans are on; otherwise fresh
+        // ids that still continue the sender's trace.
+        let traceparent = telemetry::traces::current_ids().unwrap_or_else(|| TraceParent {
             trace_id: parent.map_or_else(random_trace_id, |p| p.trace_id),
             span_id: random_span_id(),
             sampled: parent.is_some_and(|p| p.sampled),
-        };
+        });
         let out_kind = match kind {
             RelayKind::Offer => OutKind::Offer,
             RelayKind::Answer => OutKind::Answer,
@@ -662,6 +732,9 @@ impl Connection {
 
     fn send_error(&mut self, err: &ProtocolError) {
         self.errors += 1;
+        if err.code.kind() == ErrorKind::Server {
+            telemetry::log_server_error("server error sent to a client", err);
+        }
         self.hub.metrics.error_sent(err.code);
         self.record_error(err.code, err.reference.map(|r| r.as_str()));
         let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
@@ -745,13 +818,15 @@ impl Connection {
                 }
                 let (peer_id, conn_id, token, session) =
                     (self.peer_id.clone(), self.id, self.token, self.session);
+                // The connection's span has ended by then; name the session.
+                let session_id = self.session_id.clone();
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     hub.tokens.expire(&token);
                     if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
                         record_leave(&hub.recorder, session, &room, &peer_id, reason.as_str());
-                        tracing::info!(event = "peer_left", peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
+                        tracing::info!(event = "peer_left", session_id = %session_id, peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
                     }
                     hub.rooms.forget_if_closed(&room, &hub.metrics);
                 });

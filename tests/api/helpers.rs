@@ -426,3 +426,103 @@ pub enum Event {
     Ended,
     Failed(String),
 }
+
+/// The real `chatsubo` binary as a child process, on a free port, with its
+/// stdout collected line by line.
+pub struct BinApp {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    child: std::process::Child,
+}
+
+impl BinApp {
+    /// Starts the binary with `args` (plus fresh --data-dir/--log-dir and
+    /// --listen 127.0.0.1:0) and `envs`, and waits until it serves.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> BinApp {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatsubo"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OTEL_") || name.starts_with("CHATSUBO_") || name == "RUST_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd.spawn().expect("start chatsubo");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["event"] == "listening"
+                {
+                    let _ = tx.send(v["address"].as_str().unwrap().parse().unwrap());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chatsubo logs its listening address");
+        BinApp {
+            addr,
+            dir,
+            stdout: lines,
+            child,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir, Vec<String>) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chatsubo did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = self.stdout.lock().unwrap().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::mem::replace(&mut self.dir, dir);
+        (status, dir, lines)
+    }
+}
+
+impl Drop for BinApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

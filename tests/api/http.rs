@@ -70,7 +70,13 @@ async fn health_reflects_open_connections_and_rooms() {
 #[tokio::test]
 async fn unknown_paths_are_404_with_a_json_error() {
     let app = spawn_app().await;
-    for path in ["/", "/nope", "/health/extra", "/ws/x", "/api/nothing-here"] {
+    for path in [
+        "/nope",
+        "/index.html",
+        "/health/extra",
+        "/ws/x",
+        "/api/nothing-here",
+    ] {
         let res = app.get(path).await;
         assert_eq!(res.status(), 404, "{path}");
         assert_eq!(

@@ -68,8 +68,8 @@ impl Server {
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
-            if v["fields"]["event"] == "listening" {
-                break v["fields"]["address"].as_str().unwrap().parse().unwrap();
+            if v["event"] == "listening" {
+                break v["address"].as_str().unwrap().parse().unwrap();
             }
         };
         Server {
