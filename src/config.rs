@@ -26,6 +26,26 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_LOG_DIR", default_value = "./logs")]
     pub log_dir: PathBuf,
 
+    /// How often the log file rotates: hourly or daily.
+    #[arg(long, env = "CHATSUBO_LOG_ROTATION", value_enum, default_value_t = LogRotation::Daily)]
+    pub log_rotation: LogRotation,
+
+    /// Rotated log files kept in --log-dir; older ones are deleted.
+    #[arg(long, env = "CHATSUBO_LOG_MAX_FILES", default_value_t = 14,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub log_max_files: u32,
+
+    /// Log filter (`info`, `debug`, `chatsubo=debug,warn`, …). Default `info`;
+    /// when this flag is absent, `RUST_LOG` is used if set.
+    #[arg(long, env = "CHATSUBO_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// OTLP collector to export traces to (gRPC unless
+    /// OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf); falls back to
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. No traces are exported when neither is set.
+    #[arg(long, env = "CHATSUBO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Most peers in one room (peers inside their resume grace included).
     #[arg(long, env = "CHATSUBO_MAX_ROOM_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -69,6 +89,33 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections_per_ip: u32,
+
+    /// Days of session history kept; older sessions, events and counters are deleted in the background.
+    #[arg(long, env = "CHATSUBO_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
+
+    /// Megabytes of page cache of the session store.
+    #[arg(long, env = "CHATSUBO_STORE_CACHE_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub store_cache_mb: u64,
+
+    /// Milliseconds between flushes of the session store: the most history a kill -9 can lose.
+    #[arg(long, env = "CHATSUBO_FLUSH_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub flush_interval_ms: u64,
+
+    /// Analytics events waiting for the store before new ones are dropped (and counted).
+    #[arg(long, env = "CHATSUBO_ANALYTICS_QUEUE", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub analytics_queue: u64,
+}
+
+/// How often the log file rotates.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRotation {
+    Hourly,
+    Daily,
 }
 
 impl Config {
@@ -139,6 +186,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.log_dir, PathBuf::from("./logs"));
+        assert_eq!(c.log_rotation, LogRotation::Daily);
+        assert_eq!(c.log_max_files, 14);
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.otlp_endpoint, None);
         assert_eq!(c.max_room_size, 10);
         assert_eq!(c.resume_grace(), Duration::from_secs(30));
         assert_eq!(c.heartbeat_interval_ms, 15000);
@@ -148,6 +199,10 @@ mod tests {
         assert_eq!(c.rate_limit_burst, 200);
         assert_eq!(c.max_connections, 10000);
         assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(c.store_cache_mb, 64);
+        assert_eq!(c.flush_interval_ms, 1000);
+        assert_eq!(c.analytics_queue, 65536);
     }
 
     #[test]
@@ -155,6 +210,10 @@ mod tests {
         assert!(Config::try_parse_from(["chatsubo", "--max-room-size", "0"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--resume-grace-secs", "-1"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--listen", "nowhere"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--retention-days", "0"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--store-cache-mb", "x"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--flush-interval-ms", "5"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--analytics-queue", "1"]).is_err());
         let c = Config::try_parse_from(["chatsubo", "--resume-grace-secs", "0.25"]).unwrap();
         assert_eq!(c.resume_grace(), Duration::from_millis(250));
         let c = Config::try_parse_from([

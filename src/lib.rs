@@ -6,6 +6,7 @@
 //! configuration and calls it, and the integration tests do the same on
 //! `127.0.0.1:0`.
 
+pub mod analytics;
 pub mod config;
 pub mod http;
 pub mod protocol;

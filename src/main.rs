@@ -1,5 +1,5 @@
-//! `chatsubo`: parse the configuration, start logging, serve until SIGTERM
-//! or SIGINT.
+//! `chatsubo`: parse the configuration, start logging and trace export,
+//! serve until SIGTERM or SIGINT, then flush spans and log lines.
 
 use std::process::ExitCode;
 
@@ -34,21 +34,34 @@ fn main() -> ExitCode {
         eprintln!("chatsubo: {message}");
         return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(serve(config)) {
+    // The gRPC exporter's channel runs on this runtime: build it inside.
+    let telemetry = {
+        let _inside = runtime.enter();
+        match chatsubo::telemetry::init(&config) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("chatsubo: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let (result, _log_writers) = runtime.block_on(async {
+        let result = serve(config).await;
+        if let Err(err) = &result {
+            chatsubo::telemetry::log_server_error("chatsubo stopped with an error", err.as_ref());
+        }
+        // Spans still queued are exported before the process ends; the log
+        // writers flush when `_log_writers` drops, at the end of main.
+        (result, telemetry.shutdown().await)
+    });
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(cause = ?err, "chatsubo stopped with an error");
             eprintln!("chatsubo: {err:#}");
             ExitCode::FAILURE
         }

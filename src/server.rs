@@ -6,13 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::analytics::writer::StatusSink;
+use crate::analytics::{self, AnalyticsWriter, Recorder, SledOptions, recovery, retention};
 use crate::config::Config;
 use crate::http::{self, ClientAddr};
 use crate::signaling::Hub;
@@ -26,7 +30,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Serves on `listener` until `shutdown` completes, then closes every
-/// connection as the contract says (`SERVER_SHUTTING_DOWN`, close 1001) and
+/// connection as the contract says (`SERVER_SHUTTING_DOWN`, close 1001),
+/// writes every analytics event still queued, flushes the store and
 /// returns within a bounded time.
 pub async fn run(
     listener: TcpListener,
@@ -35,8 +40,68 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(config.max_room_size));
-    let hub = Hub::new(config, metrics);
-    serve(listener, hub, shutdown).await
+    let options = SledOptions {
+        cache_bytes: config.store_cache_mb * 1024 * 1024,
+        flush_every_ms: config.flush_interval_ms,
+    };
+    let dir = config.data_dir.clone();
+    let (store, _recovered) = tokio::task::spawn_blocking(move || analytics::open(&dir, &options))
+        .await
+        .context("the store-opening task failed")??;
+    let (recorder, queue) = Recorder::new(config.analytics_queue as usize, metrics.clone());
+    let hub = Hub::with_analytics(
+        config.clone(),
+        metrics.clone(),
+        recorder.clone(),
+        Some(store.clone()),
+    );
+    let status: StatusSink = {
+        let hub = hub.clone();
+        Arc::new(move |ok| hub.set_storage_ok(ok))
+    };
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(
+        AnalyticsWriter::new(store.clone(), metrics.clone(), status.clone())
+            .run(queue, writer_stop.clone()),
+    );
+    let alive = tokio::spawn(recovery::alive_loop(
+        store.clone(),
+        recorder,
+        metrics.clone(),
+        status,
+    ));
+    let retention = tokio::spawn(retention::retention_loop(
+        store.clone(),
+        config.retention_days,
+        metrics.clone(),
+    ));
+
+    let served = serve(listener, hub.clone(), shutdown).await;
+
+    alive.abort();
+    retention.abort();
+    let _ = alive.await;
+    let _ = retention.await;
+    // Every connection has ended: the writer drains the queue and flushes.
+    writer_stop.cancel();
+    if let Err(err) = writer.await {
+        tracing::error!(event = "storage_error", cause = ?err, "the analytics writer failed");
+    }
+    let marker = store.clone();
+    let marked = tokio::task::spawn_blocking(move || {
+        recovery::mark_clean(&*marker, analytics::recorder::now_ms())
+    })
+    .await
+    .context("the shutdown-marker task failed")
+    .and_then(|r| r);
+    match marked {
+        Ok(()) => tracing::info!(event = "store_closed", "session store flushed and closed"),
+        Err(err) => {
+            metrics.storage_errors.inc();
+            tracing::error!(event = "storage_error", cause = ?err, "could not mark a clean shutdown");
+        }
+    }
+    served
 }
 
 /// Runs the accept loop for an existing hub.

@@ -130,21 +130,24 @@ function renderChurn(churn) {
   ctx.fillText(String(max), 2, pad / 2 + 8);
   ctx.fillText("0", 10, h - pad);
   if (buckets.length > 0) {
+    // Grouped bars: one group per bucket, one bar per series.
     const t0 = Date.parse(buckets[0].start);
-    const t1 = Math.max(t0 + 1, Date.parse(buckets[buckets.length - 1].start));
-    const x = (b) => pad + ((Date.parse(b.start) - t0) / (t1 - t0)) * (w - pad - 8);
-    const y = (v) => h - pad - (v / max) * (h - pad * 1.5);
-    for (const key of series) {
-      ctx.strokeStyle = COLORS[key];
-      ctx.lineWidth = 2;
-      ctx.beginPath();
-      buckets.forEach((b, i) => (i ? ctx.lineTo(x(b), y(b[key])) : ctx.moveTo(x(b), y(b[key]))));
-      ctx.stroke();
-      if (buckets.length === 1) ctx.fillRect(x(buckets[0]) - 2, y(buckets[0][key]) - 2, 4, 4);
+    const span = Math.max(1, Date.parse(buckets[buckets.length - 1].start) - t0);
+    const slots = Math.max(1, Math.round(span / (churn.bucketSeconds * 1000)) + 1);
+    const slot = (w - pad - 8) / slots;
+    const bar = Math.max(1, (slot * 0.8) / series.length);
+    const y = (v) => (v / max) * (h - pad * 1.5);
+    for (const b of buckets) {
+      const index = Math.round((Date.parse(b.start) - t0) / (churn.bucketSeconds * 1000));
+      series.forEach((key, k) => {
+        ctx.fillStyle = COLORS[key];
+        const height = y(b[key]);
+        ctx.fillRect(pad + 1 + index * slot + k * bar, h - pad - height, bar, height);
+      });
     }
     ctx.fillStyle = getComputedStyle(document.body).color;
     ctx.fillText(new Date(t0).toLocaleTimeString(), pad, h - 8);
-    ctx.fillText(new Date(t1).toLocaleTimeString(), w - 80, h - 8);
+    if (slots > 1) ctx.fillText(new Date(t0 + span).toLocaleTimeString(), w - 80, h - 8);
   }
   $("legend").replaceChildren(
     ...series.map((key) => {

@@ -36,7 +36,18 @@ impl ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        json_error(self.status, self.code, &self.message)
+        let mut res = json_error(self.status, self.code, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                // Bearer for API clients; Basic lets a browser opening
+                // /dashboard prompt for the token as its password.
+                warp::http::HeaderValue::from_static(
+                    r#"Bearer realm="chatsubo", Basic realm="chatsubo""#,
+                ),
+            );
+        }
+        res
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: one warp filter tree for `/ws`, `/health`, `/metrics`
 //! and, with the analytics store, `/api/*`. Errors are JSON everywhere.
 
+mod api;
 mod errors;
 mod health;
 mod metrics;
@@ -26,11 +27,13 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
     ws::route(hub.clone())
         .or(health::route(hub.clone()))
         .unify()
-        .or(metrics::route(hub))
+        .or(metrics::route(hub.clone()))
+        .unify()
+        .or(api::routes(hub.clone()))
         .unify()
         .or(static_files::route(static_files::PUBLIC))
         .unify()
-        .or(static_files::route(static_files::DASHBOARD))
+        .or(static_files::dashboard(api::access(hub)))
         .unify()
         .recover(errors::recover)
         .unify()

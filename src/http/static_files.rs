@@ -73,6 +73,17 @@ pub fn route(
         })
 }
 
+/// The dashboard's files, behind `access` (the same rule as `/api`).
+pub fn dashboard(
+    access: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let path = warp::path("dashboard")
+        .and(warp::path::end())
+        .or(warp::path("dashboard.js").and(warp::path::end()))
+        .unify();
+    path.and(access).and(route(DASHBOARD))
+}
+
 fn respond(asset: &Asset) -> Response {
     let mut res = asset.body.into_response();
     let headers = res.headers_mut();

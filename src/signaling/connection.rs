@@ -14,17 +14,22 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::field::Empty;
 
 use super::limits::{ConnectionPermit, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
+use crate::analytics::{CloseReason, EventKind, Recorder};
 use crate::protocol::{
-    ClientMessage, ClientTelemetry, ErrorCode, Inbound, LeaveReason, MessageType, PeerOutcome,
-    ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
+    ClientMessage, ClientTelemetry, ErrorCode, ErrorKind, Inbound, LeaveReason, MessageType,
+    PeerOutcome, ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
 };
-use crate::telemetry::metrics::{KickReason, OutKind};
+use crate::telemetry::{
+    self,
+    metrics::{KickReason, OutKind},
+};
 use crate::timefmt;
 
 /// How long the server waits for a client to answer its close frame.
@@ -60,6 +65,16 @@ enum End {
     Superseded,
 }
 
+impl End {
+    /// How a connection that someone else stopped ends.
+    fn stopped(reason: StopReason) -> End {
+        match reason {
+            StopReason::Kicked(why) => End::Kicked(why),
+            StopReason::Superseded => End::Superseded,
+        }
+    }
+}
+
 /// Serves one upgraded WebSocket until it ends.
 pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, info: ConnectionInfo)
 where
@@ -73,6 +88,8 @@ struct Connection {
     hub: Arc<Hub>,
     id: u64,
     session_id: String,
+    /// The session id as a number: the key of its analytics records.
+    session: u128,
     /// The peer id this connection acts as (changes on a resume).
     peer_id: PeerId,
     token: TokenId,
@@ -86,6 +103,8 @@ struct Connection {
     messages_in: u64,
     messages_out: u64,
     errors: u64,
+    /// `ws.connection`: the parent of every message's span.
+    span: tracing::Span,
 }
 
 impl Connection {
@@ -93,7 +112,8 @@ impl Connection {
         let id = hub.next_connection_id();
         let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
         let token = hub.tokens.issue();
-        let session_id = hub.ids.session_id();
+        let session = hub.ids.session_ulid();
+        let session_id = session.to_string();
         let peer_id = hub.ids.peer_id();
         let welcome = ServerMessage::Welcome {
             peer_id: &peer_id,
@@ -104,11 +124,19 @@ impl Connection {
         };
         handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
         let now = Instant::now();
+        let span = tracing::info_span!(
+            "ws.connection",
+            session_id = session_id.as_str(),
+            peer_id = &*peer_id,
+            room = Empty,
+        );
         Connection {
+            span,
             throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
             hub,
             id,
             session_id,
+            session: session.0,
             peer_id,
             token: token.id,
             handle,
@@ -129,26 +157,45 @@ impl Connection {
     {
         let metrics = self.hub.metrics.clone();
         metrics.active_connections.inc();
-        tracing::debug!(
-            event = "connected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
-            "connection opened"
+        self.hub.recorder.record_at(
+            self.session,
+            crate::analytics::keys::session_ms(self.session),
+            EventKind::Connect {
+                peer: self.peer_id.to_string(),
+                remote_addr: self.info.remote.ip().to_string(),
+                user_agent: self.info.user_agent.clone(),
+                connections: metrics.active_connections.get().max(0) as u64,
+            },
         );
-        if let Some(room) = self.info.room.take() {
-            self.join_query_room(&room);
+        // `ws.connection` is entered around the synchronous work only (not
+        // on every poll of this future): entering a span costs each layer.
+        let span = self.span.clone();
+        {
+            let _entered = span.enter();
+            tracing::debug!(event = "connected", "connection opened");
+            if let Some(room) = self.info.room.take() {
+                self.join_query_room(&room);
+            }
         }
         let end = self.pump(&mut ws).await;
-        self.leave_room(end);
+        span.in_scope(|| self.leave_room(end));
         self.close(&mut ws, end).await;
         metrics.active_connections.dec();
+        self.hub.recorder.record(
+            self.session,
+            EventKind::End {
+                close_reason: close_reason(end),
+                messages_in: self.messages_in,
+                messages_out: self.messages_out,
+                errors: self.errors,
+            },
+        );
         metrics
             .session_duration
             .observe(self.connected_at.elapsed().as_secs_f64());
+        let _entered = span.enter();
         tracing::debug!(
             event = "disconnected",
-            session_id = %self.session_id,
-            peer_id = %self.peer_id,
             end = ?end,
             messages_in = self.messages_in,
             messages_out = self.messages_out,
@@ -167,19 +214,27 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
+        let stop = self.outbox.stop.clone();
+        let span = self.span.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                reason = self.outbox.stop.stopped() => {
-                    return match reason {
-                        StopReason::Kicked(why) => End::Kicked(why),
-                        StopReason::Superseded => End::Superseded,
-                    };
-                }
+                reason = stop.stopped() => return End::stopped(reason),
                 Some(frame) = self.outbox.rx.recv() => {
-                    if let Err(err) = self.write_batch(ws, frame).await {
-                        return self.transport_error(&err);
+                    // A client that stops reading blocks this write for as
+                    // long as it likes, and meanwhile no ping goes out; a
+                    // kick or a shutdown still ends it, and so does a write
+                    // stuck for the two intervals of the liveness rule.
+                    tokio::select! {
+                        written = self.write_batch(ws, frame) => {
+                            if let Err(err) = written {
+                                return self.transport_error(&err);
+                            }
+                        }
+                        _ = shutdown.cancelled() => return End::Shutdown,
+                        reason = stop.stopped() => return End::stopped(reason),
+                        _ = tokio::time::sleep(2 * interval) => return End::Timeout,
                     }
                 }
                 read = ws.next() => {
@@ -191,14 +246,14 @@ impl Connection {
                     self.last_seen = Instant::now();
                     match message {
                         Message::Text(text) => {
-                            if let Some(end) = self.on_text(text.as_str()) {
+                            if let Some(end) = span.in_scope(|| self.on_text(text.as_str())) {
                                 return end;
                             }
                         }
                         Message::Binary(_) => {
-                            self.hub.metrics.message_in(MessageType::Invalid);
-                            self.messages_in += 1;
-                            self.send_error(&ProtocolError::invalid("binary frames are not part of the protocol; send JSON text"));
+                            if let Some(end) = span.in_scope(|| self.on_binary()) {
+                                return end;
+                            }
                         }
                         Message::Close(_) => return End::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -253,7 +308,9 @@ impl Connection {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {}
             other => {
                 self.hub.metrics.websocket_errors.inc();
-                tracing::debug!(event = "websocket_error", session_id = %self.session_id, cause = %other, "transport error");
+                self.span.in_scope(|| {
+                    tracing::debug!(event = "websocket_error", cause = %other, "transport error")
+                });
             }
         }
         End::Disconnected
@@ -269,9 +326,12 @@ impl Connection {
             WsError::Capacity(cause) => {
                 self.hub.metrics.websocket_errors.inc();
                 let limit = self.hub.config.max_message_bytes;
-                tracing::info!(event = "message_too_large", session_id = %self.session_id, cause = %cause, "oversized message");
+                self.span.in_scope(|| {
+                    tracing::info!(event = "message_too_large", cause = %cause, "oversized message")
+                });
                 let message = format!("messages are limited to {limit} bytes");
                 self.hub.metrics.error_sent(ErrorCode::MessageTooLarge);
+                self.record_error(ErrorCode::MessageTooLarge, None);
                 self.errors += 1;
                 let text =
                     ServerMessage::error(ErrorCode::MessageTooLarge, &message, None).to_json();
@@ -292,13 +352,54 @@ impl Connection {
     fn on_text(&mut self, text: &str) -> Option<End> {
         self.messages_in += 1;
         let parsed = crate::protocol::parse(text);
-        let kind = match &parsed {
-            Ok(message) => message.message_type(),
-            Err(err) => err.reference.unwrap_or(MessageType::Invalid),
+        let reference = match &parsed {
+            Ok(message) => Some(message.message_type()),
+            Err(err) => err.reference,
         };
-        self.hub.metrics.message_in(kind);
+        self.hub
+            .metrics
+            .message_in(reference.unwrap_or(MessageType::Invalid));
+        match self.admit(reference) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(end) => return Some(end),
+        }
+        match parsed {
+            Ok(inbound) => {
+                let span = self.message_span(reference.unwrap_or(MessageType::Invalid));
+                if let Some(parent) = &inbound.traceparent {
+                    telemetry::traces::continue_trace(&span, parent);
+                }
+                let _entered = span.enter();
+                self.on_message(inbound);
+            }
+            Err(err) => self.send_error(&err),
+        }
+        None
+    }
+
+    /// Handles one binary frame: not part of the protocol, but counted
+    /// against the rate limit like any other message.
+    fn on_binary(&mut self) -> Option<End> {
+        self.messages_in += 1;
+        self.hub.metrics.message_in(MessageType::Invalid);
+        match self.admit(None) {
+            Ok(true) => self.send_error(&ProtocolError::invalid(
+                "binary frames are not part of the protocol; send JSON text",
+            )),
+            Ok(false) => {}
+            Err(end) => return Some(end),
+        }
+        None
+    }
+
+    /// Counts one inbound message, of type `reference` when known, against
+    /// the rate limit: `Ok(true)` to handle it, `Ok(false)` when it was
+    /// answered with `RATE_LIMITED`, and the end of the connection for
+    /// repeated abuse.
+    fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
         match self.throttle.check() {
-            Verdict::Allow => {}
+            Verdict::Allow => Ok(true),
             Verdict::Limited => {
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
@@ -307,16 +408,42 @@ impl Connection {
                         self.hub.config.rate_limit_per_sec, self.hub.config.rate_limit_burst
                     ),
                 );
-                self.send_error(&err.about(kind));
-                return None;
+                let err = match reference {
+                    Some(kind) => err.about(kind),
+                    None => err,
+                };
+                self.send_error(&err);
+                Ok(false)
             }
-            Verdict::Abuse => return Some(End::Kicked(KickReason::RateLimitAbuse)),
+            Verdict::Abuse => Err(End::Kicked(KickReason::RateLimitAbuse)),
         }
-        match parsed {
-            Ok(inbound) => self.on_message(inbound),
-            Err(err) => self.send_error(&err),
+    }
+
+    /// The span of one handled message (disabled, and free, when no
+    /// subscriber wants it).
+    fn message_span(&self, kind: MessageType) -> tracing::Span {
+        let room = self.room.as_ref().map(|r| r.name().as_str());
+        macro_rules! span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    session_id = self.session_id.as_str(),
+                    peer_id = &*self.peer_id,
+                    room,
+                    message.type = kind.as_str(),
+                )
+            };
         }
-        None
+        match kind {
+            MessageType::Join => span!("signal.join"),
+            MessageType::Leave => span!("signal.leave"),
+            MessageType::Offer | MessageType::Answer | MessageType::IceCandidate => {
+                span!("signal.relay")
+            }
+            MessageType::Ping => span!("signal.ping"),
+            MessageType::Telemetry => span!("signal.telemetry"),
+            MessageType::Invalid => span!("signal.invalid"),
+        }
     }
 
     fn on_message(&mut self, inbound: Inbound<'_>) {
@@ -346,6 +473,8 @@ impl Connection {
     }
 
     fn join_query_room(&mut self, room: &str) {
+        let span = self.message_span(MessageType::Join);
+        let _entered = span.enter();
         let result = RoomName::parse(room)
             .map_err(|e| e.about(MessageType::Join))
             .and_then(|room| self.on_join(room, None, None));
@@ -374,12 +503,30 @@ impl Connection {
                 Redeemed::Valid {
                     peer_id,
                     room: old_room,
-                } if old_room == room => match self.hub.rooms.get(&room) {
-                    Some(r) if r.resume(&peer_id, &self.handle, &metrics).is_some() => {
+                    session_id: resumed_from,
+                } if old_room == room => match self
+                    .hub
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.resume(&peer_id, &self.handle, &metrics).map(|n| (r, n)))
+                {
+                    Some((r, size)) => {
                         self.peer_id = peer_id;
-                        self.hub
-                            .tokens
-                            .bind(&self.token, self.peer_id.clone(), room.clone());
+                        self.hub.tokens.bind(
+                            &self.token,
+                            self.peer_id.clone(),
+                            room.clone(),
+                            Arc::from(self.session_id.as_str()),
+                        );
+                        self.hub.recorder.record(
+                            self.session,
+                            EventKind::Resume {
+                                room: room.as_str().to_string(),
+                                peer: self.peer_id.to_string(),
+                                resumed_from: Some(resumed_from.to_string()),
+                                size: size as u64,
+                            },
+                        );
                         tracing::info!(
                             event = "peer_resumed",
                             session_id = %self.session_id,
@@ -387,7 +534,7 @@ impl Connection {
                             room = %room,
                             "peer resumed"
                         );
-                        self.room = Some(r);
+                        self.in_room(r);
                         metrics.reconnections.with_label_values(&["resumed"]).inc();
                         return Ok(());
                     }
@@ -405,6 +552,7 @@ impl Connection {
             );
         }
         let display_name: Option<Arc<str>> = display_name.map(Arc::from);
+        let recorded_name = display_name.as_deref().map(str::to_string);
         let max = self.hub.config.max_room_size as usize;
         match self.hub.rooms.join(
             &room,
@@ -416,9 +564,21 @@ impl Connection {
         ) {
             Ok((r, size)) => {
                 metrics.joins.inc();
-                self.hub
-                    .tokens
-                    .bind(&self.token, self.peer_id.clone(), room.clone());
+                self.hub.tokens.bind(
+                    &self.token,
+                    self.peer_id.clone(),
+                    room.clone(),
+                    Arc::from(self.session_id.as_str()),
+                );
+                self.hub.recorder.record(
+                    self.session,
+                    EventKind::Join {
+                        room: room.as_str().to_string(),
+                        peer: self.peer_id.to_string(),
+                        display_name: recorded_name,
+                        size: size as u64,
+                    },
+                );
                 tracing::info!(
                     event = "peer_joined",
                     session_id = %self.session_id,
@@ -427,11 +587,17 @@ impl Connection {
                     size,
                     "peer joined"
                 );
-                self.room = Some(r);
+                self.in_room(r);
                 Ok(())
             }
             Err(size) => {
                 metrics.room_full_rejections.inc();
+                self.hub.recorder.record(
+                    self.session,
+                    EventKind::RoomFull {
+                        room: room.as_str().to_string(),
+                    },
+                );
                 tracing::info!(
                     event = "room_full",
                     session_id = %self.session_id,
@@ -447,12 +613,33 @@ impl Connection {
         }
     }
 
+    /// Remembers the room, and names it (and the peer) on the spans.
+    fn in_room(&mut self, room: Arc<Room>) {
+        if !self.span.is_disabled() {
+            let name = room.name().as_str();
+            let peer = &*self.peer_id;
+            self.span.record("room", name);
+            self.span.record("peer_id", peer);
+            let current = tracing::Span::current();
+            current.record("room", name);
+            current.record("peer_id", peer);
+        }
+        self.room = Some(room);
+    }
+
     fn on_leave(&mut self) -> Result<(), ProtocolError> {
         let Some(room) = self.room.take() else {
             return Err(not_in_room().about(MessageType::Leave));
         };
         let metrics = &self.hub.metrics;
         if room.remove(&self.peer_id, self.id, LeaveReason::Left, metrics) {
+            record_leave(
+                &self.hub.recorder,
+                self.session,
+                &room,
+                &self.peer_id,
+                "left",
+            );
             tracing::info!(event = "peer_left", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = "left", "peer left");
         }
         self.hub.rooms.forget_if_closed(&room, metrics);
@@ -471,11 +658,13 @@ impl Connection {
         let Some(room) = &self.room else {
             return Err(about(not_in_room()));
         };
-        let traceparent = TraceParent {
+        // The relay span's own context when spans are on; otherwise fresh
+        // ids that still continue the sender's trace.
+        let traceparent = telemetry::traces::current_ids().unwrap_or_else(|| TraceParent {
             trace_id: parent.map_or_else(random_trace_id, |p| p.trace_id),
             span_id: random_span_id(),
             sampled: parent.is_some_and(|p| p.sampled),
-        };
+        });
         let out_kind = match kind {
             RelayKind::Offer => OutKind::Offer,
             RelayKind::Answer => OutKind::Answer,
@@ -525,6 +714,9 @@ impl Connection {
             ClientTelemetry::ConnectTime { ms } => m.client_connect_seconds.observe(ms / 1000.0),
             ClientTelemetry::ClientError { code, .. } => m.client_error(code),
         }
+        self.hub
+            .recorder
+            .record(self.session, telemetry_event(&event));
         tracing::debug!(event = "client_telemetry", session_id = %self.session_id, telemetry_event = event.event_name(), "client telemetry");
         Ok(())
     }
@@ -540,9 +732,23 @@ impl Connection {
 
     fn send_error(&mut self, err: &ProtocolError) {
         self.errors += 1;
+        if err.code.kind() == ErrorKind::Server {
+            telemetry::log_server_error("server error sent to a client", err);
+        }
         self.hub.metrics.error_sent(err.code);
+        self.record_error(err.code, err.reference.map(|r| r.as_str()));
         let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
         self.queue(Frame::new(OutKind::Error, text));
+    }
+
+    fn record_error(&self, code: ErrorCode, reference: Option<&str>) {
+        self.hub.recorder.record(
+            self.session,
+            EventKind::Error {
+                code: code.as_str().to_string(),
+                reference: reference.map(str::to_string),
+            },
+        );
     }
 
     /// Leaves the room as the way the connection ended requires.
@@ -560,7 +766,18 @@ impl Connection {
                 } else {
                     LeaveReason::Kicked
                 };
-                if room.remove(&self.peer_id, self.id, reason, metrics) {
+                let removed = room.remove(&self.peer_id, self.id, reason, metrics);
+                // A room that kicked a slow consumer has removed it already.
+                if removed || matches!(end, End::Kicked(_)) {
+                    record_leave(
+                        &hub.recorder,
+                        self.session,
+                        &room,
+                        &self.peer_id,
+                        reason.as_str(),
+                    );
+                }
+                if removed {
                     if let End::Kicked(why) = end {
                         metrics.kicked(why);
                     }
@@ -582,18 +799,34 @@ impl Connection {
                 }
                 let grace = hub.config.resume_grace();
                 hub.tokens.arm(&self.token, Instant::now() + grace);
+                hub.recorder.record(
+                    self.session,
+                    EventKind::Disconnect {
+                        room: room.name().as_str().to_string(),
+                        peer: self.peer_id.to_string(),
+                        reason: if end == End::Shutdown {
+                            "server_shutdown".to_string()
+                        } else {
+                            reason.as_str().to_string()
+                        },
+                    },
+                );
                 tracing::info!(event = "peer_away", session_id = %self.session_id, peer_id = %self.peer_id, room = %room.name(), reason = reason.as_str(), "peer dropped; holding its place for the resume grace");
                 if end == End::Shutdown {
                     // The place is kept for a restarted server to take back.
                     return;
                 }
-                let (peer_id, conn_id, token) = (self.peer_id.clone(), self.id, self.token);
+                let (peer_id, conn_id, token, session) =
+                    (self.peer_id.clone(), self.id, self.token, self.session);
+                // The connection's span has ended by then; name the session.
+                let session_id = self.session_id.clone();
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     hub.tokens.expire(&token);
                     if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
-                        tracing::info!(event = "peer_left", peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
+                        record_leave(&hub.recorder, session, &room, &peer_id, reason.as_str());
+                        tracing::info!(event = "peer_left", session_id = %session_id, peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
                     }
                     hub.rooms.forget_if_closed(&room, &hub.metrics);
                 });
@@ -638,6 +871,8 @@ impl Connection {
                 )
                 .to_json();
                 self.hub.metrics.error_sent(ErrorCode::ServerShuttingDown);
+                self.record_error(ErrorCode::ServerShuttingDown, None);
+                self.errors += 1;
                 self.hub.metrics.message_out(OutKind::Error);
                 self.messages_out += 1;
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
@@ -660,4 +895,88 @@ impl Connection {
 
 fn not_in_room() -> ProtocolError {
     ProtocolError::new(ErrorCode::NotInRoom, "join a room first")
+}
+
+/// The `closeReason` of a session that ended this way.
+fn close_reason(end: End) -> CloseReason {
+    match end {
+        End::ClientClosed => CloseReason::Left,
+        End::Disconnected | End::Superseded => CloseReason::Disconnected,
+        End::Timeout => CloseReason::Timeout,
+        End::Kicked(_) => CloseReason::Kicked,
+        End::Shutdown => CloseReason::ServerShutdown,
+    }
+}
+
+fn record_leave(recorder: &Recorder, session: u128, room: &Room, peer: &str, reason: &str) {
+    recorder.record(
+        session,
+        EventKind::Leave {
+            room: room.name().as_str().to_string(),
+            peer: peer.to_string(),
+            reason: reason.to_string(),
+        },
+    );
+}
+
+/// The stored form of a client telemetry event (every field it validated).
+fn telemetry_event(event: &ClientTelemetry) -> EventKind {
+    let name = event.event_name().to_string();
+    let mut kind = EventKind::Telemetry {
+        event: name,
+        peer: None,
+        outcome: None,
+        ms: None,
+        reason: None,
+        attempt: None,
+        downtime_ms: None,
+        code: None,
+        message: None,
+    };
+    if let EventKind::Telemetry {
+        peer,
+        outcome,
+        ms,
+        reason,
+        attempt,
+        downtime_ms,
+        code,
+        message,
+        ..
+    } = &mut kind
+    {
+        match event {
+            ClientTelemetry::PeerConnection {
+                peer: p,
+                outcome: o,
+                ms: m,
+                reason: r,
+            } => {
+                *peer = Some(p.clone());
+                *outcome = Some(o.as_str().to_string());
+                *ms = *m;
+                *reason = r.clone();
+            }
+            ClientTelemetry::Reconnect {
+                attempt: a,
+                outcome: o,
+                downtime_ms: d,
+            } => {
+                *attempt = Some(*a);
+                *outcome = Some(o.as_str().to_string());
+                *downtime_ms = *d;
+            }
+            ClientTelemetry::SignalingRtt { ms: m } | ClientTelemetry::ConnectTime { ms: m } => {
+                *ms = Some(*m);
+            }
+            ClientTelemetry::ClientError {
+                code: c,
+                message: m,
+            } => {
+                *code = Some(c.clone());
+                *message = m.clone();
+            }
+        }
+    }
+    kind
 }

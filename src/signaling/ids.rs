@@ -37,6 +37,11 @@ impl IdGenerator {
         self.next().to_string()
     }
 
+    /// A new session id as a ULID (its text form is [`IdGenerator::session_id`]'s).
+    pub fn session_ulid(&self) -> ulid::Ulid {
+        self.next()
+    }
+
     /// A new peer id (`p_01JD…`).
     pub fn peer_id(&self) -> PeerId {
         Arc::from(format!("p_{}", self.next()))

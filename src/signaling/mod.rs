@@ -27,6 +27,7 @@ pub use registry::RoomRegistry;
 pub use resume::{Redeemed, ResumeTokens};
 pub use room::{MAX_HELD_MESSAGES, MemberSnapshot, Room};
 
+use crate::analytics::{Recorder, Store};
 use crate::config::Config;
 use crate::telemetry::Metrics;
 
@@ -43,6 +44,10 @@ pub struct Hub {
     pub ids: IdGenerator,
     pub limits: Arc<ConnectionLimits>,
     pub metrics: Arc<Metrics>,
+    /// Where connections record analytics events (never waits).
+    pub recorder: Recorder,
+    /// The analytics store, read by `/api` (absent in a hub without one).
+    pub store: Option<Arc<dyn Store>>,
     /// Cancelled when the server begins a graceful shutdown.
     pub shutdown: CancellationToken,
     /// Every connection task, so that shutdown can wait for them.
@@ -53,8 +58,23 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub that records no analytics.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let recorder = Recorder::disabled(metrics.clone());
+        Self::with_analytics(config, metrics, recorder, None)
+    }
+
+    /// A hub whose connections record into `recorder` and whose `/api`
+    /// reads `store`.
+    pub fn with_analytics(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        store: Option<Arc<dyn Store>>,
+    ) -> Arc<Self> {
         Arc::new(Hub {
+            recorder,
+            store,
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
             config,
             rooms: RoomRegistry::default(),

@@ -66,6 +66,7 @@ pub struct Outbox {
 }
 
 /// Tells a connection that someone asked it to stop.
+#[derive(Clone)]
 pub struct StopSignal {
     control: Arc<Control>,
 }

@@ -2,6 +2,7 @@
 //! place. Only a SHA-256 of each secret is kept, compared in constant time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -30,8 +31,13 @@ pub struct IssuedToken {
 /// What redeeming a token gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Redeemed {
-    /// The token was valid: take back this peer id in this room.
-    Valid { peer_id: PeerId, room: RoomName },
+    /// The token was valid: take back this peer id in this room, from the
+    /// connection whose session id is `session_id`.
+    Valid {
+        peer_id: PeerId,
+        room: RoomName,
+        session_id: Arc<str>,
+    },
     /// A real token, but spent, or its grace period is over.
     Expired,
     /// Not a token this server issued (or its connection never joined a room).
@@ -43,7 +49,7 @@ enum State {
     /// `expires` once that connection has dropped.
     Live {
         secret_hash: [u8; 32],
-        binding: Option<(PeerId, RoomName)>,
+        binding: Option<(PeerId, RoomName, Arc<str>)>,
         expires: Option<Instant>,
     },
     /// Spent or expired at this instant.
@@ -81,10 +87,11 @@ impl ResumeTokens {
         IssuedToken { id, text }
     }
 
-    /// Records which peer and room the token would take back.
-    pub fn bind(&self, id: &TokenId, peer_id: PeerId, room: RoomName) {
+    /// Records which peer and room the token would take back, and the
+    /// session id of the connection holding it (the `resumedFrom` of a resume).
+    pub fn bind(&self, id: &TokenId, peer_id: PeerId, room: RoomName, session_id: Arc<str>) {
         if let Some(State::Live { binding, .. }) = self.entries.lock().get_mut(id) {
-            *binding = Some((peer_id, room));
+            *binding = Some((peer_id, room, session_id));
         }
     }
 
@@ -138,7 +145,11 @@ impl ResumeTokens {
                 }
                 match (binding.take(), *expires) {
                     (Some(_), Some(at)) if at <= now => Redeemed::Expired,
-                    (Some((peer_id, room)), _) => Redeemed::Valid { peer_id, room },
+                    (Some((peer_id, room, session_id)), _) => Redeemed::Valid {
+                        peer_id,
+                        room,
+                        session_id,
+                    },
                     (None, _) => Redeemed::Invalid,
                 }
             }
@@ -188,13 +199,14 @@ mod tests {
     fn a_token_works_once() {
         let tokens = ResumeTokens::default();
         let t = tokens.issue();
-        tokens.bind(&t.id, "p_1".into(), room());
+        tokens.bind(&t.id, "p_1".into(), room(), "S1".into());
         tokens.arm(&t.id, Instant::now() + Duration::from_secs(5));
         assert_eq!(
             tokens.redeem(&t.text),
             Redeemed::Valid {
                 peer_id: "p_1".into(),
-                room: room()
+                room: room(),
+                session_id: "S1".into(),
             }
         );
         assert_eq!(tokens.redeem(&t.text), Redeemed::Expired);
@@ -206,7 +218,7 @@ mod tests {
         let t = tokens.issue();
         assert_eq!(tokens.redeem(&t.text), Redeemed::Invalid, "never joined");
         let t = tokens.issue();
-        tokens.bind(&t.id, "p_1".into(), room());
+        tokens.bind(&t.id, "p_1".into(), room(), "S1".into());
         let (id, _) = t.text.split_once('.').unwrap();
         let forged = format!("{id}.{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
         assert_eq!(tokens.redeem(&forged), Redeemed::Invalid);
@@ -214,7 +226,7 @@ mod tests {
         tokens.arm(&t.id, Instant::now() - Duration::from_millis(1));
         assert_eq!(tokens.redeem(&t.text), Redeemed::Expired);
         let t = tokens.issue();
-        tokens.bind(&t.id, "p_2".into(), room());
+        tokens.bind(&t.id, "p_2".into(), room(), "S2".into());
         tokens.expire(&t.id);
         assert_eq!(tokens.redeem(&t.text), Redeemed::Expired);
     }

@@ -12,8 +12,9 @@ use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for a message that must come.
@@ -96,6 +97,82 @@ impl TestApp {
         metric_value(&self.metrics().await, sample)
     }
 
+    /// Connects with a query string (e.g. `?room=lobby`) and reads the welcome.
+    pub async fn client_with(&self, query: &str) -> Client {
+        Client::connect(&self.ws_url(query)).await
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> Value {
+        self.get("/health")
+            .await
+            .json()
+            .await
+            .expect("health is JSON")
+    }
+
+    /// Waits until a metric sample has `value`; fails after PATIENCE.
+    pub async fn wait_metric(&self, sample: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.metric(sample).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sample} stayed at {now}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the server counts `n` open WebSocket connections (a
+    /// connection is counted down only after it has left its room).
+    pub async fn wait_connections(&self, n: usize) {
+        self.wait_metric("chatsubo_active_connections", n as f64)
+            .await;
+    }
+
+    /// A WebSocket upgrade request made with plain HTTP, for upgrades the
+    /// server refuses: the status and the JSON error body.
+    pub async fn refused_upgrade(&self) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .get(self.url("/ws"))
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .expect("upgrade request");
+        let status = res.status().as_u16();
+        assert_ne!(status, 101, "the upgrade was accepted");
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        (status, res.json().await.expect("JSON error body"))
+    }
+
+    /// Connects as soon as the server has a free place; fails after PATIENCE.
+    pub async fn client_when_allowed(&self) -> Client {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match Client::try_connect(&self.ws_url("")).await {
+                Ok(c) => return c,
+                Err(err) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "still refused: {err}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     /// Starts a graceful shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -138,6 +215,29 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Whether `text` is an RFC 3339 UTC time with milliseconds
+/// (`2026-11-28T05:00:00.123Z`), as the contract writes every timestamp.
+pub fn is_rfc3339_millis_utc(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
+        && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub welcome: Value,
@@ -145,15 +245,19 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect");
+        Client::try_connect(url).await.expect("connect")
+    }
+
+    /// Connects and reads the welcome; the handshake error if the server
+    /// refused the upgrade.
+    pub async fn try_connect(url: &str) -> Result<Client, WsError> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         let mut c = Client {
             ws,
             welcome: Value::Null,
         };
         c.welcome = c.recv_type("welcome").await;
-        c
+        Ok(c)
     }
 
     pub fn peer_id(&self) -> String {
@@ -178,6 +282,31 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends one raw WebSocket frame (masked by the client like any other).
+    pub async fn send_frame(&mut self, frame: Frame) {
+        self.ws.send(Message::Frame(frame)).await.expect("send");
+    }
+
+    /// Sends a ping with this id and waits for its pong; every message
+    /// before the pong is returned (so a test can show nothing came first).
+    pub async fn ping(&mut self, id: u64) -> Vec<Value> {
+        self.send(json!({"type":"ping","id":id})).await;
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "pong" && v["id"] == id {
+                return before;
+            }
+            before.push(v);
+        }
+    }
+
+    /// Sends a ping and asserts that its pong is the very next message.
+    pub async fn ping_next(&mut self, id: u64) {
+        let before = self.ping(id).await;
+        assert!(before.is_empty(), "expected the pong first, got {before:?}");
+    }
+
     /// Joins and returns the `joined` message.
     pub async fn join(&mut self, room: &str, name: &str) -> Value {
         self.send(json!({"type":"join","room":room,"displayName":name}))
@@ -190,6 +319,21 @@ impl Client {
         match self.next_event(PATIENCE).await {
             Some(Event::Text(v)) => v,
             other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next text message as the exact text the server sent.
+    pub async fn recv_raw(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a message within PATIENCE");
+            match read {
+                Some(Ok(Message::Text(t))) => return t.as_str().to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
         }
     }
 
@@ -244,6 +388,19 @@ impl Client {
         }
     }
 
+    /// Reads until the server closes; returns every text message before the
+    /// close frame, and the close code.
+    pub async fn collect_until_close(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut texts = Vec::new();
+        loop {
+            match self.next_event(PATIENCE).await {
+                Some(Event::Closed(code)) => return (texts, code),
+                Some(Event::Text(v)) => texts.push(v),
+                other => panic!("expected a close frame, got {other:?} after {texts:?}"),
+            }
+        }
+    }
+
     /// Closes cleanly (a close the client starts).
     pub async fn close(mut self) {
         let _ = self
@@ -268,4 +425,104 @@ pub enum Event {
     Closed(Option<u16>),
     Ended,
     Failed(String),
+}
+
+/// The real `chatsubo` binary as a child process, on a free port, with its
+/// stdout collected line by line.
+pub struct BinApp {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    child: std::process::Child,
+}
+
+impl BinApp {
+    /// Starts the binary with `args` (plus fresh --data-dir/--log-dir and
+    /// --listen 127.0.0.1:0) and `envs`, and waits until it serves.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> BinApp {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatsubo"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OTEL_") || name.starts_with("CHATSUBO_") || name == "RUST_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd.spawn().expect("start chatsubo");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["event"] == "listening"
+                {
+                    let _ = tx.send(v["address"].as_str().unwrap().parse().unwrap());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chatsubo logs its listening address");
+        BinApp {
+            addr,
+            dir,
+            stdout: lines,
+            child,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir, Vec<String>) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chatsubo did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = self.stdout.lock().unwrap().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::mem::replace(&mut self.dir, dir);
+        (status, dir, lines)
+    }
+}
+
+impl Drop for BinApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -114,6 +114,8 @@ test("three pages build a full mesh, chat both ways, and survive a server crash"
 
   if (process.env.SCREENSHOT_DIR) {
     await pages[0].screenshot({ path: join(process.env.SCREENSHOT_DIR, "demo.png"), fullPage: true });
+    await pages[1].setViewportSize({ width: 390, height: 844 });
+    await pages[1].screenshot({ path: join(process.env.SCREENSHOT_DIR, "demo-phone.png"), fullPage: true });
   }
 
   // --- kill -9 and restart on the same port and store ----------------------

@@ -1,0 +1,211 @@
+//! What is recorded: events as the connection loop reports them, and the
+//! session record the writer keeps for each connection. Stored values are
+//! JSON with times as unix milliseconds (schema v1, see `migrations-notes/`).
+//! Relayed `data`, resume tokens and the API token have no field here.
+
+use serde::{Deserialize, Serialize};
+
+/// One event of a session, as the hot path hands it to the recorder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The session (connection) id as a 128-bit ULID; 0 for server samples.
+    pub session: u128,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Process-wide sequence, to order events of the same millisecond.
+    pub seq: u64,
+    pub kind: EventKind,
+}
+
+/// The kinds of recorded events. All but [`EventKind::End`] and
+/// [`EventKind::Sample`] are stored in the session's event list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum EventKind {
+    /// A WebSocket connection was accepted.
+    Connect {
+        peer: String,
+        remote_addr: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
+        /// Open connections right after this one (for peakConnections).
+        #[serde(skip)]
+        connections: u64,
+    },
+    /// The peer joined a room (not a resume).
+    Join {
+        room: String,
+        peer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+        /// Room size after the join.
+        size: u64,
+    },
+    /// The peer left a room (leave, close, kick or the end of its grace).
+    Leave {
+        room: String,
+        peer: String,
+        reason: String,
+    },
+    /// The connection dropped and the resume grace began.
+    Disconnect {
+        room: String,
+        peer: String,
+        reason: String,
+    },
+    /// The peer took back its place with a resume token.
+    Resume {
+        room: String,
+        peer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<String>,
+        size: u64,
+    },
+    /// A join refused with ROOM_FULL.
+    RoomFull { room: String },
+    /// An `error` sent to the client.
+    Error {
+        code: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// A telemetry event the client reported.
+    Telemetry {
+        event: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        downtime_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// The connection ended (not stored as an event: it closes the session).
+    End {
+        close_reason: CloseReason,
+        messages_in: u64,
+        messages_out: u64,
+        errors: u64,
+    },
+    /// A periodic sample of open connections (for peakConnections).
+    Sample { connections: u64 },
+}
+
+impl EventKind {
+    /// Whether the event goes into the session's event list.
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, EventKind::End { .. } | EventKind::Sample { .. })
+    }
+}
+
+/// How a session ended, as the API names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    Left,
+    Disconnected,
+    Timeout,
+    Kicked,
+    ServerShutdown,
+    ServerCrash,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Kicked => "kicked",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ServerCrash => "server_crash",
+        }
+    }
+}
+
+/// A stored event: its time and its kind's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Unix milliseconds.
+    pub at: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The stored record of one session (schema v1 value of the `sessions` tree).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub peer_id: String,
+    pub room: Option<String>,
+    pub display_name: Option<String>,
+    pub remote_addr: String,
+    pub user_agent: Option<String>,
+    /// Unix milliseconds.
+    pub connected_at: u64,
+    pub ended_at: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub close_reason: Option<CloseReason>,
+    pub resumed_from: Option<String>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub errors: u64,
+    /// Joins of this session refused with ROOM_FULL.
+    #[serde(default)]
+    pub room_full_rejections: u64,
+}
+
+impl SessionRecord {
+    /// Closes the session at `ended_at` (never before it began).
+    pub fn close(&mut self, ended_at: u64, reason: CloseReason) {
+        let ended_at = ended_at.max(self.connected_at);
+        self.ended_at = Some(ended_at);
+        self.duration_ms = Some(ended_at - self.connected_at);
+        self.close_reason = Some(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_stored_with_their_kind_and_camel_case_fields() {
+        let e = StoredEvent {
+            at: 5,
+            kind: EventKind::Resume {
+                room: "lobby".into(),
+                peer: "p_1".into(),
+                resumed_from: Some("01J".into()),
+                size: 2,
+            },
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"at":5,"kind":"resume","room":"lobby","peer":"p_1","resumedFrom":"01J","size":2})
+        );
+        let back: StoredEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+        let rf = serde_json::to_value(StoredEvent {
+            at: 1,
+            kind: EventKind::RoomFull { room: "r".into() },
+        })
+        .unwrap();
+        assert_eq!(rf["kind"], "room_full");
+    }
+}

@@ -1,0 +1,205 @@
+//! Retention: sessions (with their events and index entries), churn
+//! buckets, room totals and peaks older than `--retention-days` are deleted
+//! in small chunks by a background task, so the store stays bounded under
+//! endless churn without ever pausing the writer for long.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::keys;
+use super::recorder::now_ms;
+use super::store::{Batch, Store, Tree, scan_prefix};
+use super::writer::{RoomStats, decode_session};
+use crate::telemetry::Metrics;
+
+/// Most sessions (or buckets, or rooms) deleted in one chunk.
+pub const CHUNK: usize = 500;
+/// Pause between sweeps when there is nothing left to delete.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Pause between two chunks of one sweep, to leave the disk to the writer.
+const CHUNK_PAUSE: Duration = Duration::from_millis(20);
+
+/// How much one chunk deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub sessions: usize,
+    pub events: usize,
+    pub buckets: usize,
+    pub rooms: usize,
+}
+
+impl Swept {
+    fn total(&self) -> usize {
+        self.sessions + self.buckets + self.rooms
+    }
+}
+
+/// Deletes one chunk of everything older than `cutoff_ms`.
+pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
+    let mut swept = Swept::default();
+    let mut batch = Batch::default();
+    // Sessions: the oldest first; the key order is connectedAt order.
+    let end = keys::session_key(keys::first_id_at(cutoff_ms));
+    let mut old = Vec::new();
+    store.scan(
+        Tree::Sessions,
+        Bound::Unbounded,
+        Bound::Excluded(&end),
+        false,
+        &mut |k, v| {
+            old.push((k.to_vec(), v.to_vec()));
+            old.len() < CHUNK
+        },
+    )?;
+    for (key, value) in old {
+        let id = keys::decode_session_key(&key).context("corrupt session key")?;
+        match decode_session(&value) {
+            Ok(session) => {
+                if let Some(room) = &session.room {
+                    batch.delete(Tree::ByRoom, keys::index_key(room, id));
+                }
+                batch.delete(Tree::ByPeer, keys::index_key(&session.peer_id, id));
+            }
+            Err(err) => {
+                tracing::warn!(event = "retention_corrupt_session", cause = ?err, "deleting an unreadable session")
+            }
+        }
+        scan_prefix(store, Tree::Events, &key, false, &mut |k, _| {
+            batch.delete(Tree::Events, k.to_vec());
+            swept.events += 1;
+            true
+        })?;
+        batch.delete(Tree::Open, key.clone());
+        batch.delete(Tree::Sessions, key);
+        swept.sessions += 1;
+    }
+    // Connection peaks.
+    let cutoff_bucket = keys::bucket_start(cutoff_ms);
+    store.scan(
+        Tree::Peaks,
+        Bound::Unbounded,
+        Bound::Excluded(&keys::peak_key(cutoff_bucket)),
+        false,
+        &mut |k, _| {
+            batch.delete(Tree::Peaks, k.to_vec());
+            swept.buckets += 1;
+            swept.buckets < CHUNK
+        },
+    )?;
+    // Rooms not seen since the cutoff go with all their churn buckets.
+    let mut rooms = Vec::new();
+    let mut live = Vec::new();
+    store.scan(
+        Tree::Rooms,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        false,
+        &mut |k, v| {
+            match serde_json::from_slice::<RoomStats>(v) {
+                Ok(stats) if stats.last_seen >= cutoff_ms => live.push(k.to_vec()),
+                _ => rooms.push(k.to_vec()),
+            }
+            rooms.len() < CHUNK
+        },
+    )?;
+    // Rooms still in use keep only their recent buckets.
+    for room in live {
+        let name = String::from_utf8_lossy(&room).into_owned();
+        let start = keys::index_prefix(&name);
+        let end = keys::churn_key(Some(&name), cutoff_bucket);
+        store.scan(
+            Tree::Churn,
+            Bound::Included(&start),
+            Bound::Excluded(&end),
+            false,
+            &mut |k, _| {
+                batch.delete(Tree::Churn, k.to_vec());
+                swept.buckets += 1;
+                swept.buckets < 4 * CHUNK
+            },
+        )?;
+    }
+    for room in rooms {
+        let name = String::from_utf8_lossy(&room).into_owned();
+        scan_prefix(
+            store,
+            Tree::Churn,
+            &keys::index_prefix(&name),
+            false,
+            &mut |k, _| {
+                batch.delete(Tree::Churn, k.to_vec());
+                true
+            },
+        )?;
+        batch.delete(Tree::Rooms, room);
+        swept.rooms += 1;
+    }
+    // Old buckets of the totals over all rooms.
+    let total_end = keys::churn_key(None, cutoff_bucket);
+    let total_start = keys::index_prefix("");
+    store.scan(
+        Tree::Churn,
+        Bound::Included(&total_start),
+        Bound::Excluded(&total_end),
+        false,
+        &mut |k, _| {
+            batch.delete(Tree::Churn, k.to_vec());
+            swept.buckets += 1;
+            swept.buckets < 2 * CHUNK
+        },
+    )?;
+    store.apply(batch).context("deleting expired analytics")?;
+    Ok(swept)
+}
+
+/// Deletes everything older than `cutoff_ms`, chunk by chunk.
+pub fn sweep_all(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
+    let mut all = Swept::default();
+    loop {
+        let s = sweep_chunk(store, cutoff_ms)?;
+        let done = s.total() == 0;
+        all.sessions += s.sessions;
+        all.events += s.events;
+        all.buckets += s.buckets;
+        all.rooms += s.rooms;
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// The background task: sweeps in chunks until nothing is older than the
+/// retention, then waits [`SWEEP_INTERVAL`]. Runs until aborted.
+pub async fn retention_loop(store: Arc<dyn Store>, retention_days: u32, metrics: Arc<Metrics>) {
+    let keep_ms = u64::from(retention_days) * 86_400_000;
+    loop {
+        let cutoff = now_ms().saturating_sub(keep_ms);
+        let store2 = store.clone();
+        let result = tokio::task::spawn_blocking(move || sweep_chunk(&*store2, cutoff))
+            .await
+            .context("the retention task failed")
+            .and_then(|r| r);
+        match result {
+            Ok(swept) if swept.total() > 0 => {
+                tracing::debug!(
+                    event = "retention_swept",
+                    sessions = swept.sessions,
+                    events = swept.events,
+                    buckets = swept.buckets,
+                    rooms = swept.rooms,
+                    "expired analytics deleted"
+                );
+                tokio::time::sleep(CHUNK_PAUSE).await;
+            }
+            Ok(_) => tokio::time::sleep(SWEEP_INTERVAL).await,
+            Err(err) => {
+                metrics.storage_errors.inc();
+                tracing::error!(event = "storage_error", cause = ?err, "retention sweep failed");
+                tokio::time::sleep(SWEEP_INTERVAL).await;
+            }
+        }
+    }
+}

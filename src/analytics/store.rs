@@ -1,0 +1,172 @@
+//! Our storage interface: a few ordered key-value trees, batched writes and
+//! range scans. The server and the queries speak only this, so the sled
+//! implementation in `sled_store.rs` could be swapped for another engine.
+
+use std::ops::Bound;
+
+/// The trees of the analytics store (see `migrations-notes/` for layouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Schema version and the liveness markers.
+    Meta,
+    /// One record per session, keyed by its session id (time-ordered).
+    Sessions,
+    /// Every event of a session, keyed by session, time and sequence.
+    Events,
+    /// Index: room then session key.
+    ByRoom,
+    /// Index: peer id then session key.
+    ByPeer,
+    /// Sessions not yet ended, for crash recovery.
+    Open,
+    /// Churn counters per room (and overall) per minute.
+    Churn,
+    /// Per-room totals: peak peers, sessions, first and last seen.
+    Rooms,
+    /// Connection-count high-water mark per minute.
+    Peaks,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 9] = [
+        Tree::Meta,
+        Tree::Sessions,
+        Tree::Events,
+        Tree::ByRoom,
+        Tree::ByPeer,
+        Tree::Open,
+        Tree::Churn,
+        Tree::Rooms,
+        Tree::Peaks,
+    ];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Sessions => "sessions",
+            Tree::Events => "events",
+            Tree::ByRoom => "by_room",
+            Tree::ByPeer => "by_peer",
+            Tree::Open => "open",
+            Tree::Churn => "churn",
+            Tree::Rooms => "rooms",
+            Tree::Peaks => "peaks",
+        }
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Tree, Vec<u8>, Vec<u8>),
+    Delete(Tree, Vec<u8>),
+}
+
+/// Writes applied together (per tree in order; see the backend for atomicity).
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(tree, key.into(), value.into()));
+    }
+
+    pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(tree, key.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// Errors at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption it detected, …).
+    #[error("storage engine failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A record could not be decoded.
+    #[error("corrupt record in tree {tree}: {what}")]
+    Corrupt { tree: &'static str, what: String },
+    /// The store was written by a newer chatsubo.
+    #[error(
+        "the store has schema version {found}, newer than the {supported} this chatsubo understands; \
+         run a newer chatsubo or restore a backup (see migrations-notes/)"
+    )]
+    TooNew { found: u32, supported: u32 },
+}
+
+/// Visits keys and values in order; returning `false` stops the scan.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> bool;
+
+/// The storage interface of the analytics.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one value.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Applies a batch of writes.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Visits the keys in `[from, to]` (bounds as given), ascending or
+    /// descending, until `visit` returns `false`.
+    fn scan(
+        &self,
+        tree: Tree,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Bytes the store takes on disk (an estimate).
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// Scans every key starting with `prefix`.
+pub fn scan_prefix(
+    store: &dyn Store,
+    tree: Tree,
+    prefix: &[u8],
+    reverse: bool,
+    visit: Visit<'_>,
+) -> Result<(), StoreError> {
+    match prefix_end(prefix) {
+        Some(end) => store.scan(
+            tree,
+            Bound::Included(prefix),
+            Bound::Excluded(&end),
+            reverse,
+            visit,
+        ),
+        None => store.scan(
+            tree,
+            Bound::Included(prefix),
+            Bound::Unbounded,
+            reverse,
+            visit,
+        ),
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}

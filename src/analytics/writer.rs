@@ -1,0 +1,508 @@
+//! The writer: one task that takes events off the queue and applies them to
+//! the store in batches, keeping sessions, indexes, churn counters, room
+//! totals and connection peaks up to date. Store failures are counted,
+//! logged with their cause chain and reported to `/health`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::event::{Event, EventKind, SessionRecord, StoredEvent};
+use super::keys::{self, ChurnCounts};
+use super::recorder::EventQueue;
+use super::store::{Batch, Store, Tree};
+use crate::telemetry::Metrics;
+
+/// Most events applied in one batch.
+pub const MAX_BATCH: usize = 1024;
+
+/// Totals of one room (value of the `rooms` tree, JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomStats {
+    pub peak_peers: u64,
+    pub sessions: u64,
+    /// Unix milliseconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+/// Reports whether the last store operation succeeded (to `/health`).
+pub type StatusSink = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// The writer task.
+pub struct AnalyticsWriter {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    status: StatusSink,
+}
+
+impl AnalyticsWriter {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, status: StatusSink) -> Self {
+        AnalyticsWriter {
+            store,
+            metrics,
+            status,
+        }
+    }
+
+    /// Applies events until `stop` is cancelled, then applies whatever is
+    /// still queued and flushes the store.
+    pub async fn run(self, mut queue: EventQueue, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                event = queue.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = stop.cancelled() => break,
+            };
+            let mut events = vec![first];
+            while events.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+            self.write(events).await;
+        }
+        loop {
+            let mut events = Vec::new();
+            while events.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+            if events.is_empty() {
+                break;
+            }
+            self.write(events).await;
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => tracing::info!(event = "analytics_flushed", "analytics store flushed"),
+            Ok(Err(err)) => {
+                self.failed(&anyhow::Error::new(err).context("flushing the analytics store"))
+            }
+            Err(err) => self.failed(&anyhow::Error::new(err).context("the flush task failed")),
+        }
+    }
+
+    async fn write(&self, events: Vec<Event>) {
+        let n = events.len() as u64;
+        self.metrics.analytics_queue_depth.sub(n as i64);
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || apply_events(&*store, &events))
+            .await
+            .context("the analytics write task failed")
+            .and_then(|r| r);
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .analytics_events
+                    .with_label_values(&["written"])
+                    .inc_by(n);
+                (self.status)(true);
+            }
+            Err(err) => {
+                self.metrics
+                    .analytics_events
+                    .with_label_values(&["dropped"])
+                    .inc_by(n);
+                self.failed(&err);
+            }
+        }
+    }
+
+    fn failed(&self, err: &anyhow::Error) {
+        self.metrics.storage_errors.inc();
+        (self.status)(false);
+        tracing::error!(event = "storage_error", cause = ?err, "analytics store write failed");
+    }
+}
+
+/// Applies a batch of events to the store (blocking).
+pub fn apply_events(store: &dyn Store, events: &[Event]) -> anyhow::Result<()> {
+    let mut state = BatchState::default();
+    for event in events {
+        state.apply(store, event).with_context(|| {
+            format!("applying a {:?} event", std::mem::discriminant(&event.kind))
+        })?;
+    }
+    let batch = state.finish()?;
+    store
+        .apply(batch)
+        .context("writing a batch of analytics records")
+}
+
+#[derive(Default)]
+struct BatchState {
+    batch: Batch,
+    sessions: HashMap<u128, Option<SessionRecord>>,
+    churn: HashMap<Vec<u8>, ChurnCounts>,
+    rooms: HashMap<String, RoomStats>,
+    peaks: HashMap<u64, u64>,
+}
+
+impl BatchState {
+    fn session<'a>(
+        &'a mut self,
+        store: &dyn Store,
+        id: u128,
+    ) -> anyhow::Result<Option<&'a mut SessionRecord>> {
+        let entry = match self.sessions.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let loaded = match store
+                    .get(Tree::Sessions, &keys::session_key(id))
+                    .context("reading a session")?
+                {
+                    Some(bytes) => Some(decode_session(&bytes)?),
+                    None => None,
+                };
+                e.insert(loaded)
+            }
+        };
+        Ok(entry.as_mut())
+    }
+
+    fn churn(
+        &mut self,
+        store: &dyn Store,
+        room: &str,
+        at_ms: u64,
+        f: impl Fn(&mut ChurnCounts),
+    ) -> anyhow::Result<()> {
+        let bucket = keys::bucket_start(at_ms);
+        for key in [
+            keys::churn_key(Some(room), bucket),
+            keys::churn_key(None, bucket),
+        ] {
+            if !self.churn.contains_key(&key) {
+                let current = match store.get(Tree::Churn, &key).context("reading churn")? {
+                    Some(v) => ChurnCounts::decode(&v).context("corrupt churn counters")?,
+                    None => ChurnCounts::default(),
+                };
+                self.churn.insert(key.clone(), current);
+            }
+            f(self.churn.get_mut(&key).expect("inserted above"));
+        }
+        Ok(())
+    }
+
+    fn room(
+        &mut self,
+        store: &dyn Store,
+        room: &str,
+        at_ms: u64,
+    ) -> anyhow::Result<&mut RoomStats> {
+        if !self.rooms.contains_key(room) {
+            let current = match store
+                .get(Tree::Rooms, room.as_bytes())
+                .context("reading room totals")?
+            {
+                Some(v) => serde_json::from_slice(&v).context("corrupt room totals")?,
+                None => RoomStats {
+                    first_seen: at_ms,
+                    ..RoomStats::default()
+                },
+            };
+            self.rooms.insert(room.to_string(), current);
+        }
+        let stats = self.rooms.get_mut(room).expect("inserted above");
+        stats.last_seen = stats.last_seen.max(at_ms);
+        stats.first_seen = stats.first_seen.min(at_ms);
+        Ok(stats)
+    }
+
+    fn peak(&mut self, store: &dyn Store, at_ms: u64, connections: u64) -> anyhow::Result<()> {
+        let bucket = keys::bucket_start(at_ms);
+        let peak = match self.peaks.entry(bucket) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let current = match store
+                    .get(Tree::Peaks, &keys::peak_key(bucket))
+                    .context("reading a peak")?
+                {
+                    Some(v) => keys::decode_u64(&v).context("corrupt peak")?,
+                    None => 0,
+                };
+                e.insert(current)
+            }
+        };
+        *peak = (*peak).max(connections);
+        Ok(())
+    }
+
+    /// Moves the session to `room` in the room index, counting it in the
+    /// room's totals the first time.
+    fn set_room(
+        &mut self,
+        store: &dyn Store,
+        id: u128,
+        room: &str,
+        at_ms: u64,
+        size: u64,
+    ) -> anyhow::Result<()> {
+        let mut moved = true;
+        if let Some(session) = self.session(store, id)? {
+            let previous = session.room.replace(room.to_string());
+            moved = previous.as_deref() != Some(room);
+            if moved && let Some(previous) = previous {
+                self.batch
+                    .delete(Tree::ByRoom, keys::index_key(&previous, id));
+            }
+            if moved {
+                self.batch.put(Tree::ByRoom, keys::index_key(room, id), []);
+            }
+        }
+        let stats = self.room(store, room, at_ms)?;
+        stats.peak_peers = stats.peak_peers.max(size);
+        if moved {
+            stats.sessions += 1;
+        }
+        Ok(())
+    }
+
+    fn set_peer(&mut self, store: &dyn Store, id: u128, peer: &str) -> anyhow::Result<()> {
+        if let Some(session) = self.session(store, id)?
+            && session.peer_id != peer
+        {
+            let previous = std::mem::replace(&mut session.peer_id, peer.to_string());
+            self.batch
+                .delete(Tree::ByPeer, keys::index_key(&previous, id));
+            self.batch.put(Tree::ByPeer, keys::index_key(peer, id), []);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, store: &dyn Store, event: &Event) -> anyhow::Result<()> {
+        let id = event.session;
+        let at = event.at_ms;
+        match &event.kind {
+            EventKind::Connect {
+                peer,
+                remote_addr,
+                user_agent,
+                connections,
+            } => {
+                let record = SessionRecord {
+                    session_id: ulid::Ulid(id).to_string(),
+                    peer_id: peer.clone(),
+                    room: None,
+                    display_name: None,
+                    remote_addr: remote_addr.clone(),
+                    user_agent: user_agent.clone(),
+                    connected_at: at,
+                    ended_at: None,
+                    duration_ms: None,
+                    close_reason: None,
+                    resumed_from: None,
+                    messages_in: 0,
+                    messages_out: 0,
+                    errors: 0,
+                    room_full_rejections: 0,
+                };
+                self.sessions.insert(id, Some(record));
+                self.batch.put(Tree::ByPeer, keys::index_key(peer, id), []);
+                self.batch.put(Tree::Open, keys::session_key(id), []);
+                self.peak(store, at, *connections)?;
+            }
+            EventKind::Join {
+                room,
+                display_name,
+                size,
+                ..
+            } => {
+                if let Some(session) = self.session(store, id)?
+                    && display_name.is_some()
+                {
+                    session.display_name = display_name.clone();
+                }
+                self.set_room(store, id, room, at, *size)?;
+                self.churn(store, room, at, |c| c.joins += 1)?;
+            }
+            EventKind::Resume {
+                room,
+                peer,
+                resumed_from,
+                size,
+            } => {
+                self.set_peer(store, id, peer)?;
+                if let Some(session) = self.session(store, id)? {
+                    session.resumed_from = resumed_from.clone();
+                }
+                self.set_room(store, id, room, at, *size)?;
+                self.churn(store, room, at, |c| c.resumes += 1)?;
+            }
+            EventKind::Leave { room, .. } => {
+                self.room(store, room, at)?;
+                self.churn(store, room, at, |c| c.leaves += 1)?;
+            }
+            EventKind::Disconnect { room, .. } => {
+                self.room(store, room, at)?;
+            }
+            EventKind::RoomFull { room } => {
+                if let Some(session) = self.session(store, id)? {
+                    session.room_full_rejections += 1;
+                }
+                self.room(store, room, at)?;
+                self.churn(store, room, at, |c| c.rejections += 1)?;
+            }
+            EventKind::Error { .. } | EventKind::Telemetry { .. } => {}
+            EventKind::End {
+                close_reason,
+                messages_in,
+                messages_out,
+                errors,
+            } => {
+                if let Some(session) = self.session(store, id)? {
+                    session.close(at, *close_reason);
+                    session.messages_in = *messages_in;
+                    session.messages_out = *messages_out;
+                    session.errors = *errors;
+                }
+                self.batch.delete(Tree::Open, keys::session_key(id));
+            }
+            EventKind::Sample { connections } => self.peak(store, at, *connections)?,
+        }
+        // Events of a session the store does not know (its connect was
+        // dropped, or retention removed it) count in the totals only.
+        if event.kind.is_stored() && self.session(store, id)?.is_some() {
+            let value = serde_json::to_vec(&StoredEvent {
+                at,
+                kind: event.kind.clone(),
+            })
+            .context("encoding an event")?;
+            self.batch
+                .put(Tree::Events, keys::event_key(id, at, event.seq), value);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<Batch> {
+        for (id, session) in self.sessions {
+            if let Some(session) = session {
+                let value = serde_json::to_vec(&session).context("encoding a session")?;
+                self.batch.put(Tree::Sessions, keys::session_key(id), value);
+            }
+        }
+        for (key, counts) in self.churn {
+            self.batch.put(Tree::Churn, key, counts.encode());
+        }
+        for (room, stats) in self.rooms {
+            let value = serde_json::to_vec(&stats).context("encoding room totals")?;
+            self.batch.put(Tree::Rooms, room.into_bytes(), value);
+        }
+        for (bucket, peak) in self.peaks {
+            self.batch
+                .put(Tree::Peaks, keys::peak_key(bucket), peak.to_be_bytes());
+        }
+        Ok(self.batch)
+    }
+}
+
+/// Reads a stored session record.
+pub fn decode_session(bytes: &[u8]) -> anyhow::Result<SessionRecord> {
+    serde_json::from_slice(bytes).context("corrupt session record")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::analytics::recorder::Recorder;
+    use crate::analytics::store::{StoreError, Visit};
+
+    /// A store that fails every write while `broken` is set.
+    #[derive(Default)]
+    struct Flaky {
+        broken: AtomicBool,
+        writes: parking_lot::Mutex<usize>,
+    }
+
+    impl Store for Flaky {
+        fn get(&self, _: Tree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn apply(&self, _: Batch) -> Result<(), StoreError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("disk on fire".into()));
+            }
+            *self.writes.lock() += 1;
+            Ok(())
+        }
+        fn scan(
+            &self,
+            _: Tree,
+            _: Bound<&[u8]>,
+            _: Bound<&[u8]>,
+            _: bool,
+            _: Visit<'_>,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_errors_are_counted_reported_and_recovered_from() {
+        let store = Arc::new(Flaky::default());
+        let metrics = Arc::new(Metrics::new(10));
+        let ok = Arc::new(AtomicBool::new(true));
+        let status: StatusSink = {
+            let ok = ok.clone();
+            Arc::new(move |v| ok.store(v, Ordering::SeqCst))
+        };
+        let (recorder, queue) = Recorder::new(64, metrics.clone());
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(
+            AnalyticsWriter::new(store.clone(), metrics.clone(), status).run(queue, stop.clone()),
+        );
+        let sample = EventKind::Sample { connections: 1 };
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+
+        store.broken.store(true, Ordering::SeqCst);
+        recorder.record(0, sample.clone());
+        settle().await;
+        assert!(!ok.load(Ordering::SeqCst), "health goes degraded");
+        assert_eq!(metrics.storage_errors.get(), 1);
+        assert_eq!(
+            metrics
+                .analytics_events
+                .with_label_values(&["dropped"])
+                .get(),
+            1
+        );
+
+        store.broken.store(false, Ordering::SeqCst);
+        recorder.record(0, sample);
+        settle().await;
+        assert!(
+            ok.load(Ordering::SeqCst),
+            "and back to ok after a good write"
+        );
+        assert_eq!(
+            metrics
+                .analytics_events
+                .with_label_values(&["written"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.analytics_queue_depth.get(), 0);
+        stop.cancel();
+        writer.await.unwrap();
+    }
+}

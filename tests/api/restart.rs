@@ -1,0 +1,336 @@
+//! Restart tests: the real binary as a child process, stopped gracefully
+//! (SIGTERM) or killed (SIGKILL), then started again on the same data
+//! directory. The child logs its listening address (JSON line with
+//! `"event":"listening"`), so it can take port 0 and tell which it got.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::analytics::contains;
+use crate::helpers::*;
+
+const TOKEN: &str = "restart-SECRET-token-91c3";
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything the child printed on stdout and stderr.
+    output: Arc<Mutex<String>>,
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    output: Arc<Mutex<String>>,
+    tx: Option<std::sync::mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            output.lock().unwrap().push_str(&line);
+            output.lock().unwrap().push('\n');
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatsubo"))
+            .args(["--listen", "127.0.0.1:0", "--api-token", TOKEN])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--log-dir")
+            .arg(dir.join("logs"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chatsubo");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
+        collect(child.stderr.take().unwrap(), output.clone(), None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no listening line; output: {}", output.lock().unwrap())
+            });
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["event"] == "listening" {
+                break v["address"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Server {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let res = reqwest::Client::new()
+            .get(format!("http://{}{}", self.addr, path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    async fn api_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = self.api(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "gave up on {path}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code.
+    async fn exited(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ms(v: &Value) -> u64 {
+    let t = chatsubo::timefmt::parse_rfc3339(v.as_str().expect("a time")).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as u64
+}
+
+fn sessions(list: &Value) -> Vec<Value> {
+    list["sessions"].as_array().unwrap().clone()
+}
+
+fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+#[tokio::test]
+async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let mut a = Client::connect(&server.ws()).await;
+    a.join("r", "ann").await;
+    let mut b = Client::connect(&server.ws()).await;
+    b.join("r", "bob").await;
+    let c = Client::connect(&server.ws()).await;
+    let tokens = [a.token(), b.token(), c.token()];
+    let a_session = a.welcome["sessionId"].as_str().unwrap().to_string();
+    server
+        .api_until("/api/sessions", |l| sessions(l).len() == 3)
+        .await;
+    let before = now_ms();
+    server.signal("-TERM");
+    // The clients see the shutdown as the contract says.
+    loop {
+        let m = a.recv().await;
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "SERVER_SHUTTING_DOWN");
+            break;
+        }
+    }
+    assert_eq!(a.expect_close().await, Some(1001));
+    assert_eq!(server.exited().await, Some(0), "{}", server.output());
+    let after = now_ms();
+    let first_run = server.output();
+    drop(server);
+
+    let server = Server::start(dir.path(), &[]);
+    let list = server.api("/api/sessions").await;
+    let all = sessions(&list);
+    assert_eq!(all.len(), 3, "{list}");
+    for s in &all {
+        assert_eq!(s["closeReason"], "server_shutdown", "{s}");
+        let ended = ms(&s["endedAt"]);
+        assert!(
+            before <= ended && ended <= after,
+            "{before} <= {ended} <= {after}"
+        );
+    }
+    let a_full = server.api(&format!("/api/sessions/{a_session}")).await;
+    let kinds: Vec<&str> = a_full["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    // The place is kept for the grace (disconnect), then the close is sent.
+    assert_eq!(
+        kinds,
+        ["connect", "join", "disconnect", "error"],
+        "{a_full}"
+    );
+    assert_eq!(a_full["events"][2]["reason"], "server_shutdown");
+    assert_eq!(a_full["events"][3]["code"], "SERVER_SHUTTING_DOWN");
+    // No token in the logs, nor in the store.
+    let logs = first_run + &server.output();
+    assert!(logs.contains("\"event\":\"store_closed\""), "{logs}");
+    let store = crate::analytics::all_bytes(&data_dir(dir.path()));
+    for secret in [TOKEN.to_string()].into_iter().chain(
+        tokens
+            .iter()
+            .map(|t| t.split_once('.').unwrap().1.to_string()),
+    ) {
+        assert!(!logs.contains(&secret), "a token in the logs");
+        assert!(!contains(&store, secret.as_bytes()), "a token in the store");
+    }
+}
+
+#[tokio::test]
+async fn after_a_kill_sessions_are_closed_as_server_crash_and_nothing_flushed_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--flush-interval-ms", "200"]);
+    let mut a = Client::connect(&server.ws()).await;
+    a.join("r", "ann").await;
+    let mut b = Client::connect(&server.ws()).await;
+    b.join("r", "bob").await;
+    b.send(json!({"type":"telemetry","event":"connect-time","ms":95}))
+        .await;
+    let mut c = Client::connect(&server.ws()).await;
+    c.join("s", "cy").await;
+    let c_session = c.welcome["sessionId"].as_str().unwrap().to_string();
+    c.close().await;
+    // Acknowledged: the API shows all of it.
+    server
+        .api_until("/api/sessions", |l| {
+            let all = sessions(l);
+            all.len() == 3
+                && all
+                    .iter()
+                    .any(|s| s["sessionId"] == c_session.as_str() && !s["endedAt"].is_null())
+        })
+        .await;
+    let b_events = |v: &Value| v["events"].as_array().map_or(0, |e| e.len());
+    let b_path = format!("/api/sessions/{}", b.welcome["sessionId"].as_str().unwrap());
+    server.api_until(&b_path, |v| b_events(v) == 3).await;
+    // Longer than the flush interval and than one alive tick.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let killed_at = now_ms();
+    server.signal("-KILL");
+    server.exited().await;
+    drop(server);
+
+    let server = Server::start(dir.path(), &[]);
+    let list = server.api("/api/sessions").await;
+    let all = sessions(&list);
+    assert_eq!(all.len(), 3, "{list}");
+    for s in &all {
+        if s["sessionId"] == c_session.as_str() {
+            assert_eq!(
+                s["closeReason"], "left",
+                "ended before the kill: kept as it was"
+            );
+            continue;
+        }
+        assert_eq!(s["closeReason"], "server_crash", "{s}");
+        let ended = ms(&s["endedAt"]);
+        assert!(
+            ended <= killed_at,
+            "endedAt {ended} after the kill {killed_at}"
+        );
+        assert!(
+            ended + 5000 >= killed_at,
+            "endedAt {ended} more than 5 s before the kill {killed_at}"
+        );
+        assert_eq!(
+            s["durationMs"].as_u64().unwrap(),
+            ended - ms(&s["connectedAt"])
+        );
+    }
+    let b_after = server.api(&b_path).await;
+    assert_eq!(
+        b_events(&b_after),
+        3,
+        "connect, join, telemetry survived: {b_after}"
+    );
+    assert_eq!(b_after["events"][2]["event"], "connect-time");
+    let logs = server.output();
+    assert!(logs.contains("\"event\":\"sessions_recovered\""), "{logs}");
+    assert!(!logs.contains(TOKEN));
+    drop(a);
+    drop(b);
+}
+
+#[test]
+fn the_binary_refuses_a_store_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(data_dir(dir.path())).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(
+                chatsubo::analytics::schema::VERSION_KEY,
+                &7u32.to_be_bytes(),
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_chatsubo"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir(dir.path()))
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("the store has schema version 7, newer than the 1 this chatsubo understands"),
+        "{stderr}"
+    );
+}
