@@ -99,15 +99,18 @@ fn the_v0_to_v1_migration_rewrites_values_and_records_the_version() {
     assert_eq!(analytics::schema::read_version(&store).unwrap(), None);
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(0), "data without a version is v0");
-    assert_eq!(prepared.now, 1);
-    assert_eq!(analytics::schema::read_version(&store).unwrap(), Some(1));
+    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
+    assert_eq!(
+        analytics::schema::read_version(&store).unwrap(),
+        Some(analytics::schema::SCHEMA_VERSION)
+    );
     let (session, events) = analytics::query::session(&store, id).unwrap().unwrap();
     assert_eq!(session.duration_ms, Some(1234));
     assert_eq!(session.peer_id, "p_old");
     assert_eq!(events.len(), 1);
     // Running it again changes nothing.
     let again = analytics::schema::prepare(&store).unwrap();
-    assert_eq!(again.found, Some(1));
+    assert_eq!(again.found, Some(analytics::schema::SCHEMA_VERSION));
 }
 
 #[test]

@@ -330,7 +330,7 @@ fn the_binary_refuses_a_store_from_a_newer_version() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr
-            .contains("the store has schema version 7, newer than the 1 this chatsubo understands"),
+            .contains("the store has schema version 7, newer than the 2 this chatsubo understands"),
         "{stderr}"
     );
 }
