@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::connection::{AwayPeer, spawn_grace_expiry};
 use super::{Hub, PeerId};
-use crate::analytics::resume_state::StoredPeer;
+use crate::analytics::EventKind;
+use crate::analytics::resume_state::{ResumeChange, StoredPeer};
 use crate::protocol::{LeaveReason, RoomName};
 
 /// What a restore put back.
@@ -49,9 +50,8 @@ impl Hub {
                 continue;
             };
             let record = stored.record;
-            let left = Duration::from_millis(
-                restored_deadline(record.expires_at, now_ms, grace).saturating_sub(now_ms),
-            );
+            let deadline = restored_deadline(record.expires_at, now_ms, grace);
+            let left = Duration::from_millis(deadline.saturating_sub(now_ms));
             let reason = match record.reason.as_deref() {
                 Some("timeout") => LeaveReason::Timeout,
                 _ => LeaveReason::Disconnected,
@@ -74,6 +74,17 @@ impl Hub {
                         Arc::from(record.session.as_str()),
                     ),
                     started + left,
+                );
+                // The store learns the new deadline, as for any drop.
+                self.recorder.record(
+                    session.0,
+                    EventKind::ResumeState(ResumeChange::Armed {
+                        room: stored.room.clone(),
+                        peer: stored.peer.clone(),
+                        token_id: id,
+                        expires_at: deadline,
+                        reason: reason.as_str().to_string(),
+                    }),
                 );
                 id
             });
