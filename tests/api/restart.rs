@@ -404,9 +404,9 @@ async fn stop(server: &mut Server, clients: &mut [&mut Client], kill: bool) {
     }
 }
 
-/// Four peers in room `r` and one in `s` whose first token was spent
-/// before the restart; after the restart, three of `r` and the one of `s`
-/// come back inside the grace.
+/// Five peers in room `r` (the fifth already away when the server stops)
+/// and one in `s` whose first token was spent before the restart; after the
+/// restart, three of `r` and the one of `s` come back inside the grace.
 async fn restart_inside_the_grace_is_invisible(kill: bool) {
     let dir = tempfile::tempdir().unwrap();
     let args = restart_args();
@@ -420,15 +420,28 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     c.join("r", "cy").await;
     let mut d = Client::connect(&server.ws()).await;
     d.join("r", "dee").await;
-    for (who, joined) in [(&mut a, 3), (&mut b, 2), (&mut c, 1)] {
+    let mut e = Client::connect(&server.ws()).await;
+    e.join("r", "eve").await;
+    for (who, joined) in [(&mut a, 4), (&mut b, 3), (&mut c, 2), (&mut d, 1)] {
         for _ in 0..joined {
             who.recv_type("peer-joined").await;
         }
     }
-    let names: Vec<(String, String)> = [(&a, "ann"), (&b, "bob"), (&c, "cy"), (&d, "dee")]
-        .iter()
-        .map(|(c, n)| (c.peer_id(), n.to_string()))
-        .collect();
+    let names: Vec<(String, String)> = [
+        (&a, "ann"),
+        (&b, "bob"),
+        (&c, "cy"),
+        (&d, "dee"),
+        (&e, "eve"),
+    ]
+    .iter()
+    .map(|(c, n)| (c.peer_id(), n.to_string()))
+    .collect();
+    let old_sessions: Vec<String> = [&a, &b, &c, &d, &e].iter().map(|c| session_id(c)).collect();
+    // e drops before the restart: it is away, inside its grace, when the
+    // server stops.
+    let e_token = e.token();
+    e.vanish();
     // x resumes once before the restart: its first token is spent.
     let mut x1 = Client::connect(&server.ws()).await;
     x1.join("s", "xan").await;
@@ -440,7 +453,16 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     assert_eq!(joined["resumed"], true, "{joined}");
     assert_eq!(joined["peerId"], x_peer.as_str());
     let x_session = session_id(&x);
-    // Everything is written once x's resume shows in the API.
+    // Everything is written once e's drop and x's resume show in the API.
+    server
+        .api_until(&format!("/api/sessions/{}", old_sessions[4]), |s| {
+            s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "disconnect")
+        })
+        .await;
     server
         .api_until(&format!("/api/sessions/{x_session}"), |s| {
             s["resumedFrom"] == x1_session.as_str()
@@ -448,7 +470,6 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
         .await;
 
     let tokens: Vec<String> = [&a, &b, &c, &d, &x].iter().map(|c| c.token()).collect();
-    let old_sessions: Vec<String> = [&a, &b, &c, &d].iter().map(|c| session_id(c)).collect();
     stop(
         &mut server,
         &mut [&mut a, &mut b, &mut c, &mut d, &mut x],
@@ -464,11 +485,11 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     let restored = log_event(&server.output(), "resume_state_restored")
         .unwrap_or_else(|| panic!("no resume_state_restored line: {}", server.output()));
     assert_eq!(restored["rooms"], 2, "{restored}");
-    assert_eq!(restored["peers"], 5, "{restored}");
-    assert_eq!(restored["tokens"], 5, "{restored}");
+    assert_eq!(restored["peers"], 6, "{restored}");
+    assert_eq!(restored["tokens"], 6, "{restored}");
 
-    // a, b and c come back: same ids, every old room mate listed (d still
-    // inside its grace).
+    // a, b and c come back: same ids, every old room mate listed (d and e
+    // still inside their grace).
     let mut back = Vec::new();
     for (i, token) in tokens[..3].iter().enumerate() {
         let mut client = Client::connect(&server.ws()).await;
@@ -529,11 +550,20 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     assert_eq!(joined["resumed"], false, "{joined}");
     assert_ne!(joined["peerId"], x_peer.as_str());
 
-    // d never comes back: when its grace ends, the others see it leave.
+    // d (connected when the server stopped) and e (away already) never
+    // come back: when the grace counted from the restart ends, the others
+    // see them leave.
+    let mut gone = vec![names[3].0.clone(), names[4].0.clone()];
+    gone.sort();
     for client in &mut back {
-        let left = client.recv_type("peer-left").await;
-        assert_eq!(left["peerId"], names[3].0.as_str(), "{left}");
-        assert_eq!(left["reason"], "disconnected", "{left}");
+        let mut left = Vec::new();
+        for _ in 0..2 {
+            let m = client.recv_type("peer-left").await;
+            assert_eq!(m["reason"], "disconnected", "{m}");
+            left.push(m["peerId"].as_str().unwrap().to_string());
+        }
+        left.sort();
+        assert_eq!(left, gone);
     }
     let waited = started.elapsed();
     assert!(
@@ -542,7 +572,7 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     );
 
     // The session history: resumes point at the sessions closed by the
-    // restart, and d's leave is recorded on its old session.
+    // restart, and the leaves of d and e are recorded on their old sessions.
     let closed_as = if kill {
         "server_crash"
     } else {
@@ -566,28 +596,30 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
         })
         .await;
     assert_eq!(x_now["resumedFrom"], x_session.as_str());
-    let d_old = server
-        .api_until(&format!("/api/sessions/{}", old_sessions[3]), |s| {
-            s["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["kind"] == "leave")
-        })
-        .await;
-    let leave = d_old["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "leave")
-        .unwrap();
-    assert_eq!(leave["reason"], "disconnected", "{d_old}");
-    assert_eq!(leave["peer"], names[3].0.as_str());
+    for i in [3, 4] {
+        let old = server
+            .api_until(&format!("/api/sessions/{}", old_sessions[i]), |s| {
+                s["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "leave")
+            })
+            .await;
+        let leave = old["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "leave")
+            .unwrap();
+        assert_eq!(leave["reason"], "disconnected", "{old}");
+        assert_eq!(leave["peer"], names[i].0.as_str());
+    }
 
     // Tokens are never in the logs or the store, only hashes of them.
     let logs = first_run + &server.output();
     let store = crate::analytics::all_bytes(&data_dir(dir.path()));
-    for token in tokens.iter().chain([&x_spent]) {
+    for token in tokens.iter().chain([&x_spent, &e_token]) {
         let secret = token.split_once('.').unwrap().1;
         assert!(!logs.contains(secret), "a token in the logs");
         assert!(!contains(&store, secret.as_bytes()), "a token in the store");
