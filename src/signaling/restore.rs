@@ -111,7 +111,88 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::{Digest, Sha256};
+
     use super::*;
+    use crate::analytics::resume_state::{ResumeRecord, StoredToken};
+    use crate::signaling::Redeemed;
+    use crate::telemetry::Metrics;
+
+    fn stored(room: &str, peer: &str, token: Option<StoredToken>, joined_at: u64) -> StoredPeer {
+        StoredPeer {
+            room: room.into(),
+            peer: peer.into(),
+            record: ResumeRecord {
+                display_name: Some(peer.to_uppercase()),
+                session: ulid::Ulid::from_parts(joined_at, 1).to_string(),
+                token,
+                joined_at,
+                expires_at: None,
+                reason: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn restored_peers_are_away_with_their_tokens_until_the_grace_ends() {
+        let mut config = crate::config::Config::defaults();
+        config.resume_grace_secs = Duration::from_millis(300);
+        let hub = Hub::new(Arc::new(config), Arc::new(Metrics::new(10)));
+        let (id, secret) = ([1u8; 12], [5u8; 32]);
+        let token = StoredToken {
+            id: URL_SAFE_NO_PAD.encode(id),
+            sha256: URL_SAFE_NO_PAD.encode(Sha256::digest(secret)),
+        };
+        let now = crate::analytics::recorder::now_ms();
+        let restored = hub.restore(
+            vec![
+                stored("r", "p_a", Some(token), 1_000),
+                stored("r", "p_b", None, 2_000),
+                stored("not a room!", "p_c", None, 3_000),
+            ],
+            now,
+        );
+        assert_eq!(
+            restored,
+            Restored {
+                rooms: 1,
+                peers: 2,
+                tokens: 1,
+                skipped: 1
+            }
+        );
+        let name = RoomName::parse("r").unwrap();
+        let members = hub.rooms.get(&name).expect("the room is back").snapshot();
+        let ids: Vec<&str> = members.iter().map(|m| &*m.peer_id).collect();
+        assert_eq!(ids, ["p_a", "p_b"]);
+        assert!(members.iter().all(|m| !m.connected));
+        assert_eq!(members[0].display_name.as_deref(), Some("P_A"));
+        // The token works from its hash, once.
+        let text = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(id),
+            URL_SAFE_NO_PAD.encode(secret)
+        );
+        match hub.tokens.redeem(&text) {
+            Redeemed::Valid {
+                peer_id,
+                room,
+                session_id,
+                ..
+            } => {
+                assert_eq!(&*peer_id, "p_a");
+                assert_eq!(room, name);
+                assert_eq!(&*session_id, ulid::Ulid::from_parts(1_000, 1).to_string());
+            }
+            other => panic!("expected a valid token, got {other:?}"),
+        }
+        assert_eq!(hub.tokens.redeem(&text), Redeemed::Expired);
+        // Nobody came back: both leave when the grace ends, and the room closes.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(hub.rooms.get(&name).is_none());
+    }
 
     #[test]
     fn the_grace_counts_from_the_restart_or_later() {
