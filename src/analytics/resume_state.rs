@@ -261,6 +261,29 @@ mod tests {
     }
 
     #[test]
+    fn random_keys_round_trip_and_never_mix_rooms() {
+        use rand::Rng;
+        const CHARS: &[u8] = b"abcXYZ019_.-";
+        let mut rng = rand::rng();
+        let mut name = |max: usize| -> String {
+            let len = rng.random_range(1..=max);
+            (0..len)
+                .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+                .collect()
+        };
+        for _ in 0..3000 {
+            let (room, peer) = (name(64), format!("p_{}", name(26)));
+            let key = resume_key(&room, &peer);
+            assert_eq!(
+                decode_resume_key(&key),
+                Some((room.as_str(), peer.as_str()))
+            );
+            let longer = format!("{room}a");
+            assert!(!resume_key(&longer, &peer).starts_with(&keys::index_prefix(&room)));
+        }
+    }
+
+    #[test]
     fn changes_follow_the_token_they_name() {
         let bound = |id: u8| ResumeChange::Bound {
             room: "r".into(),
