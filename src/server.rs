@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::writer::StatusSink;
-use crate::analytics::{self, AnalyticsWriter, Recorder, SledOptions, recovery, retention};
+use crate::analytics::{
+    self, AnalyticsWriter, Recorder, SledOptions, recovery, resume_state, retention,
+};
 use crate::config::Config;
 use crate::http::{self, ClientAddr};
 use crate::signaling::Hub;
@@ -59,6 +61,7 @@ pub async fn run(
         let hub = hub.clone();
         Arc::new(move |ok| hub.set_storage_ok(ok))
     };
+    restore_places(&hub, &store).await;
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(
         AnalyticsWriter::new(store.clone(), metrics.clone(), status.clone())
@@ -176,6 +179,35 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Gives the peers of the previous run their places back (before serving),
+/// from the resume state in the store. A store that cannot be read loses
+/// them, and signaling goes on.
+async fn restore_places(hub: &Arc<Hub>, store: &Arc<dyn analytics::Store>) {
+    let reader = store.clone();
+    let loaded = tokio::task::spawn_blocking(move || resume_state::load(&*reader))
+        .await
+        .context("the resume-state task failed")
+        .and_then(|r| r.context("reading the resume state"));
+    match loaded {
+        Ok((peers, corrupt)) => {
+            let restored = hub.restore(peers, analytics::recorder::now_ms());
+            tracing::info!(
+                event = "resume_state_restored",
+                rooms = restored.rooms,
+                peers = restored.peers,
+                tokens = restored.tokens,
+                skipped = restored.skipped + corrupt,
+                grace_ms = hub.config.resume_grace().as_millis() as u64,
+                "peers of the previous run hold their places for the resume grace"
+            );
+        }
+        Err(err) => {
+            hub.metrics.storage_errors.inc();
+            tracing::error!(event = "storage_error", cause = ?err, "could not read the resume state; no places restored");
+        }
+    }
 }
 
 async fn sweep_tokens(hub: Arc<Hub>) {

@@ -25,10 +25,12 @@ pub enum Tree {
     Rooms,
     /// Connection-count high-water mark per minute.
     Peaks,
+    /// The resume state: every peer in a room, for a restarted server (v2).
+    Resume,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Sessions,
         Tree::Events,
@@ -38,6 +40,7 @@ impl Tree {
         Tree::Churn,
         Tree::Rooms,
         Tree::Peaks,
+        Tree::Resume,
     ];
 
     /// The tree's name on disk.
@@ -52,6 +55,7 @@ impl Tree {
             Tree::Churn => "churn",
             Tree::Rooms => "rooms",
             Tree::Peaks => "peaks",
+            Tree::Resume => "resume",
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::{Event, EventKind, SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::recorder::EventQueue;
+use super::resume_state::{self, ResumeRecord};
 use super::store::{Batch, Store, Tree};
 use crate::telemetry::Metrics;
 
@@ -147,6 +148,8 @@ struct BatchState {
     churn: HashMap<Vec<u8>, ChurnCounts>,
     rooms: HashMap<String, RoomStats>,
     peaks: HashMap<u64, u64>,
+    /// Resume records by key (`None`: no record, deleted at the end).
+    resume: HashMap<Vec<u8>, Option<ResumeRecord>>,
 }
 
 impl BatchState {
@@ -370,6 +373,22 @@ impl BatchState {
                 self.batch.delete(Tree::Open, keys::session_key(id));
             }
             EventKind::Sample { connections } => self.peak(store, at, *connections)?,
+            EventKind::ResumeState(change) => {
+                let key = change.key();
+                let current = match self.resume.remove(&key) {
+                    Some(current) => current,
+                    None => match store
+                        .get(Tree::Resume, &key)
+                        .context("reading a resume record")?
+                    {
+                        // A record that does not decode is replaced, not
+                        // allowed to fail the batch.
+                        Some(v) => resume_state::decode_record(&v).ok(),
+                        None => None,
+                    },
+                };
+                self.resume.insert(key, change.apply(current, id, at));
+            }
         }
         // Events of a session the store does not know (its connect was
         // dropped, or retention removed it) count in the totals only.
@@ -398,6 +417,15 @@ impl BatchState {
         for (room, stats) in self.rooms {
             let value = serde_json::to_vec(&stats).context("encoding room totals")?;
             self.batch.put(Tree::Rooms, room.into_bytes(), value);
+        }
+        for (key, record) in self.resume {
+            match record {
+                Some(record) => {
+                    self.batch
+                        .put(Tree::Resume, key, resume_state::encode_record(&record))
+                }
+                None => self.batch.delete(Tree::Resume, key),
+            }
         }
         for (bucket, peak) in self.peaks {
             self.batch
