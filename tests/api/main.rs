@@ -3,6 +3,7 @@
 mod analytics;
 mod cli;
 mod helpers;
+mod hostile;
 mod http;
 mod logs;
 mod metrics;
