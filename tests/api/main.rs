@@ -10,4 +10,5 @@ mod metrics;
 mod migration;
 mod restart;
 mod signaling;
+mod storage;
 mod traces;
