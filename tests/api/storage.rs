@@ -212,3 +212,79 @@ async fn a_full_disk_degrades_health_keeps_signaling_and_recovers_by_itself() {
     app.stop().await;
     drop(tmpfs);
 }
+
+/// `mount -o remount,<mode>`; whether it worked.
+fn remount(path: &Path, mode: &str) -> bool {
+    Command::new("mount")
+        .args(["-o", &format!("remount,{mode}")])
+        .arg(path)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_data_directory_degrades_health_and_recovers_when_writable() {
+    let Some(tmpfs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    config.data_dir = tmpfs.path.clone();
+    config.flush_interval_ms = 50;
+    let app = spawn_with_config(config, dir).await;
+    relay_works(&app, "before").await;
+
+    // Linux refuses to remount a file system read-only while a file on it
+    // is open for writing, as the store's files are. A write failure makes
+    // the store close its files; the remount is made in that window.
+    let filler = fill(&tmpfs.path);
+    churn_until(
+        &app,
+        "filling",
+        Duration::from_secs(30),
+        "health degraded",
+        Degraded,
+    )
+    .await;
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !remount(&tmpfs.path, "ro") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "could not remount the data directory read-only"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Read-only: writes keep failing, health stays degraded, signaling goes on.
+    let errors = app.metric("chatsubo_storage_errors_total").await;
+    churn_until(
+        &app,
+        "read-only",
+        Duration::from_secs(30),
+        "more storage errors",
+        MoreErrors(errors),
+    )
+    .await;
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("degraded")));
+    relay_works(&app, "during").await;
+
+    assert!(remount(&tmpfs.path, "rw"), "remount rw");
+    churn_until(
+        &app,
+        "after",
+        Duration::from_secs(30),
+        "health back to healthy",
+        Healthy,
+    )
+    .await;
+    app.stop().await;
+    drop(tmpfs);
+}
+
+struct MoreErrors(f64);
+impl AsyncCheck for MoreErrors {
+    async fn check(&self, app: &TestApp) -> bool {
+        app.metric("chatsubo_storage_errors_total").await > self.0
+    }
+}
