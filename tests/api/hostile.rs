@@ -212,3 +212,17 @@ async fn a_connection_that_never_joins_is_closed_with_1008_and_counted() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_with_431() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let big = "a".repeat(100 * 1024);
+    let request = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may stop reading (and close) before all of it is sent.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let (got, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+    app.stop().await;
+}
