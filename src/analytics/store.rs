@@ -97,6 +97,9 @@ pub enum StoreError {
     /// The engine failed (I/O, corruption it detected, …).
     #[error("storage engine failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The engine failed earlier and has not opened again yet.
+    #[error("the store is unavailable after a failure; it reopens by itself")]
+    Unavailable,
     /// A record could not be decoded.
     #[error("corrupt record in tree {tree}: {what}")]
     Corrupt { tree: &'static str, what: String },

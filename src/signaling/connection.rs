@@ -98,6 +98,9 @@ struct Connection {
     handle: ConnHandle,
     outbox: Outbox,
     room: Option<Arc<Room>>,
+    /// Whether the connection ever joined (or resumed into) a room: only
+    /// connections that never did are closed by the join timeout.
+    ever_joined: bool,
     throttle: Throttle,
     last_seen: Instant,
     connected_at: Instant,
@@ -144,6 +147,7 @@ impl Connection {
             handle,
             outbox,
             room: None,
+            ever_joined: false,
             last_seen: now,
             connected_at: now,
             info,
@@ -218,11 +222,26 @@ impl Connection {
         let shutdown = self.hub.shutdown.clone();
         let stop = self.outbox.stop.clone();
         let span = self.span.clone();
+        let join_timeout = self.hub.config.join_timeout();
+        let join_deadline = tokio::time::sleep_until(
+            tokio::time::Instant::from_std(self.connected_at)
+                + join_timeout.unwrap_or(Duration::from_secs(86_400 * 365)),
+        );
+        let mut join_deadline = std::pin::pin!(join_deadline);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 reason = stop.stopped() => return End::stopped(reason),
+                _ = &mut join_deadline, if join_timeout.is_some() && !self.ever_joined => {
+                    self.hub.metrics.kicked(KickReason::JoinTimeout);
+                    span.in_scope(|| tracing::info!(
+                        event = "join_timeout",
+                        timeout_ms = join_timeout.unwrap_or_default().as_millis() as u64,
+                        "closing a connection that never joined a room"
+                    ));
+                    return End::Kicked(KickReason::JoinTimeout);
+                }
                 Some(frame) = self.outbox.rx.recv() => {
                     // A client that stops reading blocks this write for as
                     // long as it likes, and meanwhile no ping goes out; a
@@ -669,6 +688,7 @@ impl Connection {
             current.record("peer_id", peer);
         }
         self.room = Some(room);
+        self.ever_joined = true;
     }
 
     fn on_leave(&mut self) -> Result<(), ProtocolError> {
@@ -917,6 +937,9 @@ impl Connection {
             End::Kicked(KickReason::RateLimitAbuse) => {
                 frame(CloseCode::Policy, "rate limit exceeded repeatedly")
             }
+            End::Kicked(KickReason::JoinTimeout) => {
+                frame(CloseCode::Policy, "no room joined in time (join timeout)")
+            }
             End::Shutdown => {
                 let text = ServerMessage::error(
                     ErrorCode::ServerShuttingDown,
@@ -956,7 +979,7 @@ fn close_reason(end: End) -> CloseReason {
     match end {
         End::ClientClosed => CloseReason::Left,
         End::Disconnected | End::Superseded => CloseReason::Disconnected,
-        End::Timeout => CloseReason::Timeout,
+        End::Timeout | End::Kicked(KickReason::JoinTimeout) => CloseReason::Timeout,
         End::Kicked(_) => CloseReason::Kicked,
         End::Shutdown => CloseReason::ServerShutdown,
     }
