@@ -62,9 +62,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no listening line; output: {}", output.lock().unwrap())
-            });
+            let Ok(line) = rx.recv_timeout(left) else {
+                // Never leave a server running behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no listening line; output: {}", output.lock().unwrap());
+            };
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
