@@ -12,6 +12,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 if ((${#missing[@]})); then
   section "installing Debian packages: ${missing[*]}"
@@ -54,6 +55,9 @@ for check in scripts/check-metrics.sh scripts/ops-checks.sh; do
     "$check" "$bin"
   fi
 done
+
+section "scripts/schemathesis.sh (API fuzzing against docs/openapi.yaml)"
+scripts/schemathesis.sh
 
 # --- the browser client ----------------------------------------------------------
 section "browser tests (node --test, headless Chromium)"

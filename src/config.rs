@@ -90,6 +90,32 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections_per_ip: u32,
 
+    /// Most open HTTP connections not (yet) upgraded to WebSocket; more are
+    /// answered 503 and closed at once. Upgraded connections do not count here.
+    #[arg(long, env = "CHATSUBO_MAX_HTTP_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_http_connections: u32,
+
+    /// Milliseconds a client has to send a request's headers, counted from
+    /// the connection's start (or from the end of its previous request);
+    /// slower clients are disconnected (slowloris guard).
+    #[arg(long, env = "CHATSUBO_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10000,
+          value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub http_header_timeout_ms: u64,
+
+    /// Milliseconds an accepted WebSocket upgrade has to complete before the
+    /// connection is dropped and its place given back.
+    #[arg(long, env = "CHATSUBO_WS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000,
+          value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub ws_handshake_timeout_ms: u64,
+
+    /// Seconds a WebSocket connection may stay open without ever joining a
+    /// room before it is closed with 1008 (fractions allowed; 0: never).
+    /// A connection that joined once and then left is not closed by this rule.
+    #[arg(long, env = "CHATSUBO_JOIN_TIMEOUT_SECS", default_value = "30",
+          value_parser = parse_seconds)]
+    pub join_timeout_secs: Duration,
+
     /// Days of session history kept; older sessions, events and counters are deleted in the background.
     #[arg(long, env = "CHATSUBO_RETENTION_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
@@ -143,6 +169,21 @@ impl Config {
     /// The resume grace period.
     pub fn resume_grace(&self) -> Duration {
         self.resume_grace_secs
+    }
+
+    /// The time a client has to send a request's headers.
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms)
+    }
+
+    /// The time an accepted WebSocket upgrade has to complete.
+    pub fn ws_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_handshake_timeout_ms)
+    }
+
+    /// How long a connection may stay without joining; `None`: forever.
+    pub fn join_timeout(&self) -> Option<Duration> {
+        (!self.join_timeout_secs.is_zero()).then_some(self.join_timeout_secs)
     }
 
     /// The largest accepted message in bytes.
@@ -203,6 +244,10 @@ mod tests {
         assert_eq!(c.store_cache_mb, 64);
         assert_eq!(c.flush_interval_ms, 1000);
         assert_eq!(c.analytics_queue, 65536);
+        assert_eq!(c.max_http_connections, 4096);
+        assert_eq!(c.http_header_timeout(), Duration::from_secs(10));
+        assert_eq!(c.ws_handshake_timeout(), Duration::from_secs(10));
+        assert_eq!(c.join_timeout(), Some(Duration::from_secs(30)));
     }
 
     #[test]
@@ -214,6 +259,10 @@ mod tests {
         assert!(Config::try_parse_from(["chatsubo", "--store-cache-mb", "x"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--flush-interval-ms", "5"]).is_err());
         assert!(Config::try_parse_from(["chatsubo", "--analytics-queue", "1"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--http-header-timeout-ms", "0"]).is_err());
+        assert!(Config::try_parse_from(["chatsubo", "--max-http-connections", "0"]).is_err());
+        let c = Config::try_parse_from(["chatsubo", "--join-timeout-secs", "0"]).unwrap();
+        assert_eq!(c.join_timeout(), None);
         let c = Config::try_parse_from(["chatsubo", "--resume-grace-secs", "0.25"]).unwrap();
         assert_eq!(c.resume_grace(), Duration::from_millis(250));
         let c = Config::try_parse_from([

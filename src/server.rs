@@ -3,7 +3,10 @@
 //! and an orderly shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,18 +15,25 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::writer::StatusSink;
-use crate::analytics::{self, AnalyticsWriter, Recorder, SledOptions, recovery, retention};
+use crate::analytics::{
+    self, AnalyticsWriter, Recorder, SledOptions, recovery, resume_state, retention,
+};
 use crate::config::Config;
 use crate::http::{self, ClientAddr};
 use crate::signaling::Hub;
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::SlowStage;
 
-/// Time a client has to send a request's headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes hyper buffers for one connection's request head (its default
+/// is about 400 KiB); a longer head is answered 431.
+const HTTP_MAX_BUF: usize = 64 * 1024;
+/// Said to a client refused by `--max-http-connections`, without waiting.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 97\r\nretry-after: 5\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many open HTTP connections; retry later\"}}";
 /// Time a shutdown may take before open connections are abandoned.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often spent resume tokens are swept.
@@ -59,6 +69,7 @@ pub async fn run(
         let hub = hub.clone();
         Arc::new(move |ok| hub.set_storage_ok(ok))
     };
+    restore_places(&hub, &store).await;
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(
         AnalyticsWriter::new(store.clone(), metrics.clone(), status.clone())
@@ -133,25 +144,86 @@ pub async fn serve(
                 }
             },
         };
+        let metrics = hub.metrics.clone();
+        if metrics.http_connections.get() >= i64::from(hub.config.max_http_connections) {
+            metrics
+                .connections_refused
+                .with_label_values(&["http_total"])
+                .inc();
+            tracing::warn!(
+                event = "connection_refused",
+                cap = "http_total",
+                "too many open HTTP connections"
+            );
+            // Best effort and never waiting: the socket's buffer is empty.
+            let _ = stream.try_write(BUSY_RESPONSE);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        let stream = WatchedStream::new(stream);
+        let activity = stream.activity.clone();
         let service = service.clone();
+        let seen = activity.clone();
         let per_connection = service_fn(move |mut req: hyper::Request<Incoming>| {
+            seen.request_started();
             req.extensions_mut().insert(ClientAddr(remote));
             let mut service = service.clone();
             async move { tower_service::Service::call(&mut service, req).await }
         });
+        let header_timeout = hub.config.http_header_timeout();
         let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .max_buf_size(HTTP_MAX_BUF)
+            .header_read_timeout(header_timeout);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), per_connection)
             .into_owned();
         let connection = graceful.watch(connection);
+        metrics.http_connections.inc();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(event = "http_connection_error", cause = %err, "HTTP connection ended with an error");
+            let _open = GaugeGuard(metrics.http_connections.clone());
+            let mut connection = std::pin::pin!(connection);
+            // hyper's header timer starts only once it has seen the first
+            // bytes (it waits for them unbounded to tell HTTP/2 from
+            // HTTP/1), so the first request's deadline is kept here.
+            let first = tokio::time::sleep(header_timeout);
+            let mut first = std::pin::pin!(first);
+            let mut armed = true;
+            let result = loop {
+                tokio::select! {
+                    result = &mut connection => break Some(result),
+                    _ = &mut first, if armed => {
+                        if activity.requests() == 0 {
+                            break None;
+                        }
+                        armed = false;
+                    }
+                }
+            };
+            let slow = match result {
+                None if activity.bytes_read() == 0 => Some(SlowStage::Idle),
+                None => Some(SlowStage::Headers),
+                Some(Err(err)) if is_header_timeout(err.as_ref()) => {
+                    // A keep-alive connection quiet after its last request
+                    // is closed as usual; one that began another is slow.
+                    (activity.bytes_since_request() > 0).then_some(SlowStage::Headers)
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(event = "http_connection_error", cause = %err, "HTTP connection ended with an error");
+                    None
+                }
+                Some(Ok(())) => None,
+            };
+            if let Some(stage) = slow {
+                metrics.slow_client(stage);
+                tracing::info!(
+                    event = "slow_client",
+                    stage = stage.as_str(),
+                    timeout_ms = header_timeout.as_millis() as u64,
+                    "disconnected a client too slow to send its request"
+                );
             }
         });
     }
@@ -176,6 +248,146 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Gives the peers of the previous run their places back (before serving),
+/// from the resume state in the store. A store that cannot be read loses
+/// them, and signaling goes on.
+async fn restore_places(hub: &Arc<Hub>, store: &Arc<dyn analytics::Store>) {
+    let reader = store.clone();
+    let loaded = tokio::task::spawn_blocking(move || resume_state::load(&*reader))
+        .await
+        .context("the resume-state task failed")
+        .and_then(|r| r.context("reading the resume state"));
+    match loaded {
+        Ok((peers, corrupt)) => {
+            let restored = hub.restore(peers, analytics::recorder::now_ms());
+            tracing::info!(
+                event = "resume_state_restored",
+                rooms = restored.rooms,
+                peers = restored.peers,
+                tokens = restored.tokens,
+                skipped = restored.skipped + corrupt,
+                grace_ms = hub.config.resume_grace().as_millis() as u64,
+                "peers of the previous run hold their places for the resume grace"
+            );
+        }
+        Err(err) => {
+            hub.metrics.storage_errors.inc();
+            tracing::error!(event = "storage_error", cause = ?err, "could not read the resume state; no places restored");
+        }
+    }
+}
+
+fn is_header_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
+}
+
+/// Decrements a gauge when dropped.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one TCP connection has read so far, to tell an idle client from a
+/// slow one.
+#[derive(Default)]
+struct Activity {
+    bytes_read: AtomicU64,
+    requests: AtomicU64,
+    /// `bytes_read` when the last request's head was complete.
+    at_last_request: AtomicU64,
+}
+
+impl Activity {
+    fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.at_last_request
+            .store(self.bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn bytes_since_request(&self) -> u64 {
+        self.bytes_read() - self.at_last_request.load(Ordering::Relaxed)
+    }
+}
+
+/// A TCP stream that counts the bytes read from it.
+struct WatchedStream {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl WatchedStream {
+    fn new(inner: TcpStream) -> Self {
+        WatchedStream {
+            inner,
+            activity: Arc::default(),
+        }
+    }
+}
+
+impl AsyncRead for WatchedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.activity.bytes_read.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn sweep_tokens(hub: Arc<Hub>) {

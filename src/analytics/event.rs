@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::resume_state::ResumeChange;
+
 /// One event of a session, as the hot path hands it to the recorder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -102,12 +104,19 @@ pub enum EventKind {
     },
     /// A periodic sample of open connections (for peakConnections).
     Sample { connections: u64 },
+    /// A change of the resume state (kept in the `resume` tree for a
+    /// restarted server; never in the session's event list).
+    #[serde(skip)]
+    ResumeState(ResumeChange),
 }
 
 impl EventKind {
     /// Whether the event goes into the session's event list.
     pub fn is_stored(&self) -> bool {
-        !matches!(self, EventKind::End { .. } | EventKind::Sample { .. })
+        !matches!(
+            self,
+            EventKind::End { .. } | EventKind::Sample { .. } | EventKind::ResumeState(_)
+        )
     }
 }
 

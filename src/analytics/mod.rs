@@ -8,6 +8,7 @@ pub mod keys;
 pub mod query;
 pub mod recorder;
 pub mod recovery;
+pub mod resume_state;
 pub mod retention;
 pub mod schema;
 pub mod sled_store;

@@ -11,7 +11,7 @@ use super::store::{Batch, Store, StoreError, Tree};
 use super::writer::decode_session;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Key of the schema version in the `meta` tree (value: u32 big-endian).
 pub const VERSION_KEY: &[u8] = b"schema_version";
 /// Records rewritten per batch by a migration.
@@ -51,6 +51,7 @@ pub fn prepare(store: &dyn Store) -> anyhow::Result<Prepared> {
     while version < SCHEMA_VERSION {
         match version {
             0 => migrate_v0_to_v1(store).context("migrating the store from v0 to v1")?,
+            1 => migrate_v1_to_v2(store).context("migrating the store from v1 to v2")?,
             other => anyhow::bail!("no migration from schema version {other}"),
         }
         version += 1;
@@ -148,5 +149,33 @@ fn migrate_v0_to_v1(store: &dyn Store) -> anyhow::Result<()> {
             }
         }
         store.apply(batch).context("rewriting sessions")?;
+    }
+}
+
+/// v1 → v2: adds the `resume` tree (the resume state for a restarted
+/// server). A v1 server kept no resume state, so the tree starts empty:
+/// peers of a v1 run cannot be given their places back. Anything found in
+/// it (nothing a v1 chatsubo wrote) is cleared, so the step is idempotent.
+fn migrate_v1_to_v2(store: &dyn Store) -> anyhow::Result<()> {
+    loop {
+        let mut stale = Vec::new();
+        store.scan(
+            Tree::Resume,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |k, _| {
+                stale.push(k.to_vec());
+                stale.len() < MIGRATION_CHUNK
+            },
+        )?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        for key in stale {
+            batch.delete(Tree::Resume, key);
+        }
+        store.apply(batch).context("clearing the resume tree")?;
     }
 }

@@ -1,11 +1,23 @@
 //! The sled implementation of [`Store`]. One sled tree per [`Tree`]; a batch
 //! is applied tree by tree with sled's atomic per-tree batches.
+//!
+//! After an I/O error (a full disk, a read-only directory) sled keeps the
+//! error and fails every later write and flush, so the engine is closed and
+//! opened again, at most once per [`REOPEN_INTERVAL`], until it opens and
+//! writes succeed: the store recovers by itself once the disk does.
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
 
 use super::store::{Batch, Op, Store, StoreError, Tree, Visit};
+
+/// Least time between two attempts to reopen a failed engine.
+pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Settings of the sled engine.
 #[derive(Clone, Debug)]
@@ -18,8 +30,35 @@ pub struct SledOptions {
 
 /// The analytics store on sled.
 pub struct SledStore {
+    dir: PathBuf,
+    options: SledOptions,
+    /// The open engine; `None` after a failure until it opens again.
+    engine: RwLock<Option<Arc<Engine>>>,
+    last_reopen: Mutex<Option<Instant>>,
+}
+
+struct Engine {
     db: sled::Db,
     trees: HashMap<Tree, sled::Tree>,
+}
+
+impl Engine {
+    fn open(dir: &Path, options: &SledOptions) -> Result<Engine, sled::Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(options.flush_every_ms.max(1)))
+            .open()?;
+        let mut trees = HashMap::new();
+        for tree in Tree::ALL {
+            trees.insert(tree, db.open_tree(tree.name())?);
+        }
+        Ok(Engine { db, trees })
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[&tree]
+    }
 }
 
 fn backend(err: sled::Error) -> StoreError {
@@ -29,31 +68,73 @@ fn backend(err: sled::Error) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(options.flush_every_ms.max(1)))
-            .open()
-            .map_err(backend)?;
-        let mut trees = HashMap::new();
-        for tree in Tree::ALL {
-            trees.insert(tree, db.open_tree(tree.name()).map_err(backend)?);
-        }
-        Ok(SledStore { db, trees })
+        let engine = Engine::open(dir, options).map_err(backend)?;
+        Ok(SledStore {
+            dir: dir.to_path_buf(),
+            options: options.clone(),
+            engine: RwLock::new(Some(Arc::new(engine))),
+            last_reopen: Mutex::new(None),
+        })
     }
 
-    fn tree(&self, tree: Tree) -> &sled::Tree {
-        &self.trees[&tree]
+    /// The open engine, reopening a failed one when it is time to try.
+    fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        if let Some(engine) = &*self.engine.read() {
+            return Ok(engine.clone());
+        }
+        let mut slot = self.engine.write();
+        if let Some(engine) = &*slot {
+            return Ok(engine.clone());
+        }
+        {
+            let mut last = self.last_reopen.lock();
+            if last.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
+                return Err(StoreError::Unavailable);
+            }
+            *last = Some(Instant::now());
+        }
+        match Engine::open(&self.dir, &self.options) {
+            Ok(engine) => {
+                tracing::info!(
+                    event = "store_reopened",
+                    path = %self.dir.display(),
+                    "session store reopened after a failure"
+                );
+                let engine = Arc::new(engine);
+                *slot = Some(engine.clone());
+                Ok(engine)
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    /// Runs `op` on the engine; after an I/O error the engine is closed so
+    /// that a later call opens it afresh (sled stays failed otherwise).
+    fn with<T>(&self, op: impl FnOnce(&Engine) -> Result<T, sled::Error>) -> Result<T, StoreError> {
+        let engine = self.engine()?;
+        match op(&engine) {
+            Ok(v) => Ok(v),
+            Err(err) => {
+                if matches!(err, sled::Error::Io(_)) {
+                    let mut slot = self.engine.write();
+                    if slot.as_ref().is_some_and(|e| Arc::ptr_eq(e, &engine)) {
+                        *slot = None;
+                        tracing::warn!(
+                            event = "store_closed_after_error",
+                            cause = %err,
+                            "closing the session store after an I/O error; it reopens when it can"
+                        );
+                    }
+                }
+                Err(backend(err))
+            }
+        }
     }
 }
 
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree(tree)
-            .get(key)
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
+        self.with(|e| Ok(e.tree(tree).get(key)?.map(|v| v.to_vec())))
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -74,10 +155,12 @@ impl Store for SledStore {
                 Op::Delete(_, k) => per_tree[index].1.remove(k),
             }
         }
-        for (tree, b) in per_tree {
-            self.tree(tree).apply_batch(b).map_err(backend)?;
-        }
-        Ok(())
+        self.with(|e| {
+            for (tree, b) in per_tree {
+                e.tree(tree).apply_batch(b)?;
+            }
+            Ok(())
+        })
     }
 
     fn scan(
@@ -99,31 +182,32 @@ impl Store for SledStore {
                 return Ok(());
             }
         }
-        let range = self.tree(tree).range::<&[u8], _>((from, to));
-        if reverse {
-            for item in range.rev() {
-                let (k, v) = item.map_err(backend)?;
-                if !visit(&k, &v) {
-                    break;
+        self.with(|e| {
+            let range = e.tree(tree).range::<&[u8], _>((from, to));
+            if reverse {
+                for item in range.rev() {
+                    let (k, v) = item?;
+                    if !visit(&k, &v) {
+                        break;
+                    }
+                }
+            } else {
+                for item in range {
+                    let (k, v) = item?;
+                    if !visit(&k, &v) {
+                        break;
+                    }
                 }
             }
-        } else {
-            for item in range {
-                let (k, v) = item.map_err(backend)?;
-                if !visit(&k, &v) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(backend)?;
-        Ok(())
+        self.with(|e| e.db.flush().map(|_| ()))
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(backend)
+        self.with(|e| e.db.size_on_disk())
     }
 }

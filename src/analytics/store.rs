@@ -25,10 +25,12 @@ pub enum Tree {
     Rooms,
     /// Connection-count high-water mark per minute.
     Peaks,
+    /// The resume state: every peer in a room, for a restarted server (v2).
+    Resume,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Sessions,
         Tree::Events,
@@ -38,6 +40,7 @@ impl Tree {
         Tree::Churn,
         Tree::Rooms,
         Tree::Peaks,
+        Tree::Resume,
     ];
 
     /// The tree's name on disk.
@@ -52,6 +55,7 @@ impl Tree {
             Tree::Churn => "churn",
             Tree::Rooms => "rooms",
             Tree::Peaks => "peaks",
+            Tree::Resume => "resume",
         }
     }
 }
@@ -93,6 +97,9 @@ pub enum StoreError {
     /// The engine failed (I/O, corruption it detected, …).
     #[error("storage engine failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The engine failed earlier and has not opened again yet.
+    #[error("the store is unavailable after a failure; it reopens by itself")]
+    Unavailable,
     /// A record could not be decoded.
     #[error("corrupt record in tree {tree}: {what}")]
     Corrupt { tree: &'static str, what: String },

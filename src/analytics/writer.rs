@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -13,11 +14,20 @@ use tokio_util::sync::CancellationToken;
 use super::event::{Event, EventKind, SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::recorder::EventQueue;
+use super::resume_state::{self, ResumeRecord};
 use super::store::{Batch, Store, Tree};
 use crate::telemetry::Metrics;
 
 /// Most events applied in one batch.
 pub const MAX_BATCH: usize = 1024;
+/// First wait before a failed batch is tried again; it doubles up to
+/// [`RETRY_MAX_WAIT`].
+pub const RETRY_FIRST_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait between two tries of a failed batch.
+pub const RETRY_MAX_WAIT: Duration = Duration::from_secs(2);
+/// How long a failed batch is retried before it is dropped (and counted):
+/// a failure that outlasts it is not a passing one.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Totals of one room (value of the `rooms` tree, JSON).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,7 +78,7 @@ impl AnalyticsWriter {
                     Err(_) => break,
                 }
             }
-            self.write(events).await;
+            self.write(events, &stop).await;
         }
         loop {
             let mut events = Vec::new();
@@ -81,7 +91,7 @@ impl AnalyticsWriter {
             if events.is_empty() {
                 break;
             }
-            self.write(events).await;
+            self.write(events, &stop).await;
         }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.flush()).await {
@@ -93,29 +103,71 @@ impl AnalyticsWriter {
         }
     }
 
-    async fn write(&self, events: Vec<Event>) {
+    /// Writes one batch of events. While the store fails, the same batch
+    /// is tried again with a growing wait (new events wait in the bounded
+    /// queue meanwhile), for at most [`RETRY_FOR`], or once more after
+    /// `stop`; then it is dropped and counted.
+    async fn write(&self, events: Vec<Event>, stop: &CancellationToken) {
         let n = events.len() as u64;
         self.metrics.analytics_queue_depth.sub(n as i64);
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || apply_events(&*store, &events))
+        let events = Arc::new(events);
+        // The records to write are computed once: a retry writes the same
+        // values, so a batch that was partly written is not counted twice.
+        let mut prepared: Option<Batch> = None;
+        let started = Instant::now();
+        let mut wait = RETRY_FIRST_WAIT;
+        loop {
+            let store = self.store.clone();
+            let events = events.clone();
+            let ready = prepared.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let batch = match ready {
+                    Some(batch) => batch,
+                    None => prepare_batch(&*store, &events)?,
+                };
+                let written = store
+                    .apply(batch.clone())
+                    .context("writing a batch of analytics records");
+                Ok::<_, anyhow::Error>((batch, written))
+            })
             .await
             .context("the analytics write task failed")
             .and_then(|r| r);
-        match result {
-            Ok(()) => {
-                self.metrics
-                    .analytics_events
-                    .with_label_values(&["written"])
-                    .inc_by(n);
-                (self.status)(true);
-            }
-            Err(err) => {
+            let err = match result {
+                Ok((_, Ok(()))) => {
+                    self.metrics
+                        .analytics_events
+                        .with_label_values(&["written"])
+                        .inc_by(n);
+                    if started.elapsed() > RETRY_FIRST_WAIT {
+                        tracing::info!(
+                            event = "storage_recovered",
+                            after_ms = started.elapsed().as_millis() as u64,
+                            "analytics batch written after the store recovered"
+                        );
+                    }
+                    (self.status)(true);
+                    return;
+                }
+                Ok((batch, Err(err))) => {
+                    prepared = Some(batch);
+                    err
+                }
+                Err(err) => err,
+            };
+            self.failed(&err);
+            if stop.is_cancelled() || started.elapsed() >= RETRY_FOR {
                 self.metrics
                     .analytics_events
                     .with_label_values(&["dropped"])
                     .inc_by(n);
-                self.failed(&err);
+                return;
             }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => {}
+            }
+            wait = (wait * 2).min(RETRY_MAX_WAIT);
         }
     }
 
@@ -128,16 +180,22 @@ impl AnalyticsWriter {
 
 /// Applies a batch of events to the store (blocking).
 pub fn apply_events(store: &dyn Store, events: &[Event]) -> anyhow::Result<()> {
+    let batch = prepare_batch(store, events)?;
+    store
+        .apply(batch)
+        .context("writing a batch of analytics records")
+}
+
+/// The writes that record `events`, computed from the store's current
+/// records (blocking; reads only).
+pub fn prepare_batch(store: &dyn Store, events: &[Event]) -> anyhow::Result<Batch> {
     let mut state = BatchState::default();
     for event in events {
         state.apply(store, event).with_context(|| {
             format!("applying a {:?} event", std::mem::discriminant(&event.kind))
         })?;
     }
-    let batch = state.finish()?;
-    store
-        .apply(batch)
-        .context("writing a batch of analytics records")
+    state.finish()
 }
 
 #[derive(Default)]
@@ -147,6 +205,8 @@ struct BatchState {
     churn: HashMap<Vec<u8>, ChurnCounts>,
     rooms: HashMap<String, RoomStats>,
     peaks: HashMap<u64, u64>,
+    /// Resume records by key (`None`: no record, deleted at the end).
+    resume: HashMap<Vec<u8>, Option<ResumeRecord>>,
 }
 
 impl BatchState {
@@ -370,6 +430,22 @@ impl BatchState {
                 self.batch.delete(Tree::Open, keys::session_key(id));
             }
             EventKind::Sample { connections } => self.peak(store, at, *connections)?,
+            EventKind::ResumeState(change) => {
+                let key = change.key();
+                let current = match self.resume.remove(&key) {
+                    Some(current) => current,
+                    None => match store
+                        .get(Tree::Resume, &key)
+                        .context("reading a resume record")?
+                    {
+                        // A record that does not decode is replaced, not
+                        // allowed to fail the batch.
+                        Some(v) => resume_state::decode_record(&v).ok(),
+                        None => None,
+                    },
+                };
+                self.resume.insert(key, change.apply(current, id, at));
+            }
         }
         // Events of a session the store does not know (its connect was
         // dropped, or retention removed it) count in the totals only.
@@ -398,6 +474,15 @@ impl BatchState {
         for (room, stats) in self.rooms {
             let value = serde_json::to_vec(&stats).context("encoding room totals")?;
             self.batch.put(Tree::Rooms, room.into_bytes(), value);
+        }
+        for (key, record) in self.resume {
+            match record {
+                Some(record) => {
+                    self.batch
+                        .put(Tree::Resume, key, resume_state::encode_record(&record))
+                }
+                None => self.batch.delete(Tree::Resume, key),
+            }
         }
         for (bucket, peak) in self.peaks {
             self.batch
@@ -458,7 +543,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn storage_errors_are_counted_reported_and_recovered_from() {
+    async fn a_failed_batch_is_retried_until_the_store_recovers() {
         let store = Arc::new(Flaky::default());
         let metrics = Arc::new(Metrics::new(10));
         let ok = Arc::new(AtomicBool::new(true));
@@ -472,37 +557,35 @@ mod tests {
             AnalyticsWriter::new(store.clone(), metrics.clone(), status).run(queue, stop.clone()),
         );
         let sample = EventKind::Sample { connections: 1 };
-        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(350));
+        let events = |result: &str| metrics.analytics_events.with_label_values(&[result]).get();
 
         store.broken.store(true, Ordering::SeqCst);
         recorder.record(0, sample.clone());
         settle().await;
         assert!(!ok.load(Ordering::SeqCst), "health goes degraded");
-        assert_eq!(metrics.storage_errors.get(), 1);
-        assert_eq!(
-            metrics
-                .analytics_events
-                .with_label_values(&["dropped"])
-                .get(),
-            1
-        );
+        let errors = metrics.storage_errors.get();
+        assert!(errors >= 2, "each failed try is counted ({errors})");
+        assert_eq!(events("dropped"), 0, "the batch is kept for a retry");
+        // Events recorded meanwhile wait in the queue.
+        recorder.record(0, sample.clone());
 
         store.broken.store(false, Ordering::SeqCst);
+        tokio::time::sleep(RETRY_MAX_WAIT + std::time::Duration::from_millis(300)).await;
+        assert!(ok.load(Ordering::SeqCst), "back to ok after a good write");
+        assert_eq!(events("written"), 2, "nothing was lost");
+        assert_eq!(events("dropped"), 0);
+        assert_eq!(metrics.analytics_queue_depth.get(), 0);
+
+        // Failing at shutdown: tried once more, then dropped and counted.
+        store.broken.store(true, Ordering::SeqCst);
         recorder.record(0, sample);
         settle().await;
-        assert!(
-            ok.load(Ordering::SeqCst),
-            "and back to ok after a good write"
-        );
-        assert_eq!(
-            metrics
-                .analytics_events
-                .with_label_values(&["written"])
-                .get(),
-            1
-        );
-        assert_eq!(metrics.analytics_queue_depth.get(), 0);
         stop.cancel();
-        writer.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer stops promptly even while failing")
+            .unwrap();
+        assert_eq!(events("dropped"), 1);
     }
 }

@@ -250,11 +250,27 @@ async fn blocking<T: Send + 'static>(
         .and_then(|r| r);
     result.map_err(|err| {
         tracing::error!(event = "api_query_failed", cause = ?err, "analytics query failed");
-        warp::reject::custom(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "the query failed; see the server log",
-        ))
+        let store_down = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<crate::analytics::StoreError>(),
+                Some(crate::analytics::StoreError::Unavailable)
+                    | Some(crate::analytics::StoreError::Backend(_))
+            )
+        });
+        warp::reject::custom(if store_down {
+            // The store recovers by itself (see /health); retrying is right.
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORAGE_UNAVAILABLE",
+                "the session store is failing; retry later",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "the query failed; see the server log",
+            )
+        })
     })
 }
 

@@ -17,6 +17,7 @@ use warp::reply::Response;
 
 use super::{ClientAddr, json_error};
 use crate::signaling::{self, ConnectionInfo, Hub, Refused};
+use crate::telemetry::metrics::SlowStage;
 
 #[derive(Deserialize, Default)]
 struct WsQuery {
@@ -154,8 +155,21 @@ fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let config = socket_config(hub.config.max_message_bytes());
     let task_hub = hub.clone();
+    let handshake_timeout = hub.config.ws_handshake_timeout();
     hub.tasks.spawn(async move {
-        match on_upgrade.await {
+        // The connection holds its place under the caps from here on: a
+        // client that never completes the upgrade must not keep it.
+        let Ok(upgraded) = tokio::time::timeout(handshake_timeout, on_upgrade).await else {
+            task_hub.metrics.slow_client(SlowStage::Handshake);
+            tracing::info!(
+                event = "slow_client",
+                stage = "handshake",
+                timeout_ms = handshake_timeout.as_millis() as u64,
+                "WebSocket upgrade not completed in time"
+            );
+            return;
+        };
+        match upgraded {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),

@@ -21,6 +21,8 @@ use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
+use crate::analytics::recorder::now_ms;
+use crate::analytics::resume_state::ResumeChange;
 use crate::analytics::{CloseReason, EventKind, Recorder};
 use crate::protocol::{
     ClientMessage, ClientTelemetry, ErrorCode, ErrorKind, Inbound, LeaveReason, MessageType,
@@ -96,6 +98,9 @@ struct Connection {
     handle: ConnHandle,
     outbox: Outbox,
     room: Option<Arc<Room>>,
+    /// Whether the connection ever joined (or resumed into) a room: only
+    /// connections that never did are closed by the join timeout.
+    ever_joined: bool,
     throttle: Throttle,
     last_seen: Instant,
     connected_at: Instant,
@@ -142,6 +147,7 @@ impl Connection {
             handle,
             outbox,
             room: None,
+            ever_joined: false,
             last_seen: now,
             connected_at: now,
             info,
@@ -216,11 +222,26 @@ impl Connection {
         let shutdown = self.hub.shutdown.clone();
         let stop = self.outbox.stop.clone();
         let span = self.span.clone();
+        let join_timeout = self.hub.config.join_timeout();
+        let join_deadline = tokio::time::sleep_until(
+            tokio::time::Instant::from_std(self.connected_at)
+                + join_timeout.unwrap_or(Duration::from_secs(86_400 * 365)),
+        );
+        let mut join_deadline = std::pin::pin!(join_deadline);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 reason = stop.stopped() => return End::stopped(reason),
+                _ = &mut join_deadline, if join_timeout.is_some() && !self.ever_joined => {
+                    self.hub.metrics.kicked(KickReason::JoinTimeout);
+                    span.in_scope(|| tracing::info!(
+                        event = "join_timeout",
+                        timeout_ms = join_timeout.unwrap_or_default().as_millis() as u64,
+                        "closing a connection that never joined a room"
+                    ));
+                    return End::Kicked(KickReason::JoinTimeout);
+                }
                 Some(frame) = self.outbox.rx.recv() => {
                     // A client that stops reading blocks this write for as
                     // long as it likes, and meanwhile no ping goes out; a
@@ -499,11 +520,27 @@ impl Connection {
         let metrics = self.hub.metrics.clone();
         if let Some(token) = resume_token {
             metrics.reconnection_attempts.inc();
-            let outcome = match self.hub.tokens.redeem(token) {
+            let redeemed = self.hub.tokens.redeem(token);
+            if let Redeemed::Valid {
+                token,
+                peer_id,
+                room: old_room,
+                ..
+            } = &redeemed
+            {
+                // Spent, here and in the store, whatever happens next.
+                self.persist(ResumeChange::Spent {
+                    room: old_room.as_str().to_string(),
+                    peer: peer_id.to_string(),
+                    token_id: *token,
+                });
+            }
+            let outcome = match redeemed {
                 Redeemed::Valid {
                     peer_id,
                     room: old_room,
                     session_id: resumed_from,
+                    ..
                 } if old_room == room => match self
                     .hub
                     .rooms
@@ -512,12 +549,7 @@ impl Connection {
                 {
                     Some((r, size)) => {
                         self.peer_id = peer_id;
-                        self.hub.tokens.bind(
-                            &self.token,
-                            self.peer_id.clone(),
-                            room.clone(),
-                            Arc::from(self.session_id.as_str()),
-                        );
+                        self.bind_token(&r);
                         self.hub.recorder.record(
                             self.session,
                             EventKind::Resume {
@@ -564,12 +596,7 @@ impl Connection {
         ) {
             Ok((r, size)) => {
                 metrics.joins.inc();
-                self.hub.tokens.bind(
-                    &self.token,
-                    self.peer_id.clone(),
-                    room.clone(),
-                    Arc::from(self.session_id.as_str()),
-                );
+                self.bind_token(&r);
                 self.hub.recorder.record(
                     self.session,
                     EventKind::Join {
@@ -613,6 +640,42 @@ impl Connection {
         }
     }
 
+    /// Binds this connection's token to its peer in `room`, and has the
+    /// store remember it (the hash of its secret, never the token).
+    fn bind_token(&self, room: &Room) {
+        let bound = self.hub.tokens.bind(
+            &self.token,
+            self.peer_id.clone(),
+            room.name().clone(),
+            Arc::from(self.session_id.as_str()),
+        );
+        if let Some(token_hash) = bound {
+            self.persist(ResumeChange::Bound {
+                room: room.name().as_str().to_string(),
+                peer: self.peer_id.to_string(),
+                display_name: room.display_name(&self.peer_id).map(|n| n.to_string()),
+                token_id: self.token,
+                token_hash,
+            });
+        }
+    }
+
+    /// The peer left `room` for good: the store forgets its resume state.
+    fn forget_token(&self, room: &Room) {
+        self.persist(ResumeChange::Gone {
+            room: room.name().as_str().to_string(),
+            peer: self.peer_id.to_string(),
+            token_id: self.token,
+        });
+    }
+
+    /// Hands a change of the resume state to the writer (never waits).
+    fn persist(&self, change: ResumeChange) {
+        self.hub
+            .recorder
+            .record(self.session, EventKind::ResumeState(change));
+    }
+
     /// Remembers the room, and names it (and the peer) on the spans.
     fn in_room(&mut self, room: Arc<Room>) {
         if !self.span.is_disabled() {
@@ -625,6 +688,7 @@ impl Connection {
             current.record("peer_id", peer);
         }
         self.room = Some(room);
+        self.ever_joined = true;
     }
 
     fn on_leave(&mut self) -> Result<(), ProtocolError> {
@@ -644,6 +708,7 @@ impl Connection {
         }
         self.hub.rooms.forget_if_closed(&room, metrics);
         self.hub.tokens.unbind(&self.token);
+        self.forget_token(&room);
         Ok(())
     }
 
@@ -681,6 +746,8 @@ impl Connection {
                 "to names no other peer of this room",
             ))),
             Err(super::room::RelayRefused::NotMember) => {
+                // Removed by the room (kicked): nothing left to resume.
+                self.forget_token(room);
                 self.room = None;
                 Err(about(not_in_room()))
             }
@@ -785,6 +852,7 @@ impl Connection {
                 }
                 hub.rooms.forget_if_closed(&room, metrics);
                 hub.tokens.revoke(&self.token);
+                self.forget_token(&room);
             }
             End::Superseded => hub.tokens.revoke(&self.token),
             End::Disconnected | End::Timeout | End::Shutdown => {
@@ -795,10 +863,18 @@ impl Connection {
                 };
                 if !room.set_away(&self.peer_id, self.id, reason) {
                     hub.tokens.revoke(&self.token);
+                    self.forget_token(&room);
                     return;
                 }
                 let grace = hub.config.resume_grace();
                 hub.tokens.arm(&self.token, Instant::now() + grace);
+                self.persist(ResumeChange::Armed {
+                    room: room.name().as_str().to_string(),
+                    peer: self.peer_id.to_string(),
+                    token_id: self.token,
+                    expires_at: now_ms() + grace.as_millis() as u64,
+                    reason: reason.as_str().to_string(),
+                });
                 hub.recorder.record(
                     self.session,
                     EventKind::Disconnect {
@@ -816,20 +892,18 @@ impl Connection {
                     // The place is kept for a restarted server to take back.
                     return;
                 }
-                let (peer_id, conn_id, token, session) =
-                    (self.peer_id.clone(), self.id, self.token, self.session);
-                // The connection's span has ended by then; name the session.
-                let session_id = self.session_id.clone();
-                let hub = hub.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    hub.tokens.expire(&token);
-                    if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
-                        record_leave(&hub.recorder, session, &room, &peer_id, reason.as_str());
-                        tracing::info!(event = "peer_left", session_id = %session_id, peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
-                    }
-                    hub.rooms.forget_if_closed(&room, &hub.metrics);
-                });
+                spawn_grace_expiry(
+                    hub.clone(),
+                    room,
+                    AwayPeer {
+                        peer_id: self.peer_id.clone(),
+                        conn_id: self.id,
+                        token: Some(self.token),
+                        session: self.session,
+                        session_id: self.session_id.clone(),
+                    },
+                    grace,
+                );
             }
         }
     }
@@ -862,6 +936,9 @@ impl Connection {
             }
             End::Kicked(KickReason::RateLimitAbuse) => {
                 frame(CloseCode::Policy, "rate limit exceeded repeatedly")
+            }
+            End::Kicked(KickReason::JoinTimeout) => {
+                frame(CloseCode::Policy, "no room joined in time (join timeout)")
             }
             End::Shutdown => {
                 let text = ServerMessage::error(
@@ -902,10 +979,56 @@ fn close_reason(end: End) -> CloseReason {
     match end {
         End::ClientClosed => CloseReason::Left,
         End::Disconnected | End::Superseded => CloseReason::Disconnected,
-        End::Timeout => CloseReason::Timeout,
+        End::Timeout | End::Kicked(KickReason::JoinTimeout) => CloseReason::Timeout,
         End::Kicked(_) => CloseReason::Kicked,
         End::Shutdown => CloseReason::ServerShutdown,
     }
+}
+
+/// A peer away inside its resume grace, as its expiry timer knows it.
+pub(super) struct AwayPeer {
+    pub peer_id: PeerId,
+    /// The connection that dropped (a restored peer gets a fresh number).
+    pub conn_id: u64,
+    /// The token that takes the place back, if it has one left.
+    pub token: Option<TokenId>,
+    /// The session a leave is recorded on.
+    pub session: u128,
+    pub session_id: String,
+}
+
+/// Ends the grace of `peer` after `grace`: if it has not resumed by then,
+/// it leaves the room (the others see `peer-left`), the leave is recorded
+/// on its session and the store forgets its resume state.
+pub(super) fn spawn_grace_expiry(hub: Arc<Hub>, room: Arc<Room>, peer: AwayPeer, grace: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if let Some(token) = &peer.token {
+            hub.tokens.expire(token);
+        }
+        let AwayPeer {
+            peer_id,
+            conn_id,
+            token,
+            session,
+            session_id,
+        } = peer;
+        if let Some(reason) = room.expire(&peer_id, conn_id, &hub.metrics) {
+            record_leave(&hub.recorder, session, &room, &peer_id, reason.as_str());
+            hub.recorder.record(
+                session,
+                EventKind::ResumeState(ResumeChange::Gone {
+                    room: room.name().as_str().to_string(),
+                    peer: peer_id.to_string(),
+                    // A record without a token is forgotten whatever id is named.
+                    token_id: token.unwrap_or_default(),
+                }),
+            );
+            // The connection's span has ended by then; name the session.
+            tracing::info!(event = "peer_left", session_id = %session_id, peer_id = %peer_id, room = %room.name(), reason = reason.as_str(), "resume grace ended");
+        }
+        hub.rooms.forget_if_closed(&room, &hub.metrics);
+    });
 }
 
 fn record_leave(recorder: &Recorder, session: u128, room: &Room, peer: &str, reason: &str) {

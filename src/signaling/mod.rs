@@ -7,6 +7,7 @@ mod ids;
 mod limits;
 mod outbox;
 mod registry;
+mod restore;
 mod resume;
 mod room;
 
@@ -24,6 +25,7 @@ pub use limits::{
 };
 pub use outbox::{ConnHandle, Frame, Queued, StopReason, outbox};
 pub use registry::RoomRegistry;
+pub use restore::{Restored, restored_deadline};
 pub use resume::{Redeemed, ResumeTokens};
 pub use room::{MAX_HELD_MESSAGES, MemberSnapshot, Room};
 

@@ -111,6 +111,7 @@ impl ConnHandle {
             StopReason::Kicked(KickReason::RateLimitAbuse) => 3,
             StopReason::Kicked(KickReason::MessageTooLarge) => 4,
             StopReason::Kicked(KickReason::InvalidUtf8) => 5,
+            StopReason::Kicked(KickReason::JoinTimeout) => 6,
         };
         if self
             .control
@@ -141,7 +142,8 @@ impl StopSignal {
             2 => StopReason::Kicked(KickReason::SlowConsumer),
             3 => StopReason::Kicked(KickReason::RateLimitAbuse),
             4 => StopReason::Kicked(KickReason::MessageTooLarge),
-            _ => StopReason::Kicked(KickReason::InvalidUtf8),
+            5 => StopReason::Kicked(KickReason::InvalidUtf8),
+            _ => StopReason::Kicked(KickReason::JoinTimeout),
         })
     }
 }

@@ -48,7 +48,8 @@ impl RoomRegistry {
             .cloned()
     }
 
-    fn get_or_create(&self, name: &RoomName, metrics: &Metrics) -> Arc<Room> {
+    /// The open room of that name, created if there is none.
+    pub fn get_or_create(&self, name: &RoomName, metrics: &Metrics) -> Arc<Room> {
         let mut rooms = self.rooms.lock();
         if let Some(room) = rooms.get(name)
             && !room.is_closed()

@@ -31,9 +31,10 @@ pub struct IssuedToken {
 /// What redeeming a token gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Redeemed {
-    /// The token was valid: take back this peer id in this room, from the
-    /// connection whose session id is `session_id`.
+    /// The token (`token` is its id) was valid: take back this peer id in
+    /// this room, from the connection whose session id is `session_id`.
     Valid {
+        token: TokenId,
         peer_id: PeerId,
         room: RoomName,
         session_id: Arc<str>,
@@ -88,11 +89,46 @@ impl ResumeTokens {
     }
 
     /// Records which peer and room the token would take back, and the
-    /// session id of the connection holding it (the `resumedFrom` of a resume).
-    pub fn bind(&self, id: &TokenId, peer_id: PeerId, room: RoomName, session_id: Arc<str>) {
-        if let Some(State::Live { binding, .. }) = self.entries.lock().get_mut(id) {
-            *binding = Some((peer_id, room, session_id));
+    /// session id of the connection holding it (the `resumedFrom` of a
+    /// resume). Returns the SHA-256 of the token's secret (what the store
+    /// keeps), or `None` for a token no longer live.
+    pub fn bind(
+        &self,
+        id: &TokenId,
+        peer_id: PeerId,
+        room: RoomName,
+        session_id: Arc<str>,
+    ) -> Option<[u8; 32]> {
+        match self.entries.lock().get_mut(id) {
+            Some(State::Live {
+                binding,
+                secret_hash,
+                ..
+            }) => {
+                *binding = Some((peer_id, room, session_id));
+                Some(*secret_hash)
+            }
+            _ => None,
         }
+    }
+
+    /// Puts back a token a previous run of the server issued, from the
+    /// hash of its secret: bound to its peer and room, valid until `expires`.
+    pub fn restore(
+        &self,
+        id: TokenId,
+        secret_hash: [u8; 32],
+        binding: (PeerId, RoomName, Arc<str>),
+        expires: Instant,
+    ) {
+        self.entries.lock().insert(
+            id,
+            State::Live {
+                secret_hash,
+                binding: Some(binding),
+                expires: Some(expires),
+            },
+        );
     }
 
     /// The connection left its room on purpose: nothing to resume any more.
@@ -146,6 +182,7 @@ impl ResumeTokens {
                 match (binding.take(), *expires) {
                     (Some(_), Some(at)) if at <= now => Redeemed::Expired,
                     (Some((peer_id, room, session_id)), _) => Redeemed::Valid {
+                        token: id,
                         peer_id,
                         room,
                         session_id,
@@ -204,12 +241,43 @@ mod tests {
         assert_eq!(
             tokens.redeem(&t.text),
             Redeemed::Valid {
+                token: t.id,
                 peer_id: "p_1".into(),
                 room: room(),
                 session_id: "S1".into(),
             }
         );
         assert_eq!(tokens.redeem(&t.text), Redeemed::Expired);
+    }
+
+    #[test]
+    fn a_restored_token_works_once_from_its_hash() {
+        let tokens = ResumeTokens::default();
+        let t = tokens.issue();
+        let hash = tokens
+            .bind(&t.id, "p_1".into(), room(), "S1".into())
+            .expect("a live token");
+        // A new server knows only the id and the hash.
+        let restarted = ResumeTokens::default();
+        restarted.restore(
+            t.id,
+            hash,
+            ("p_1".into(), room(), "S1".into()),
+            Instant::now() + Duration::from_secs(5),
+        );
+        let (id, _) = t.text.split_once('.').unwrap();
+        let forged = format!("{id}.{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        assert_eq!(restarted.redeem(&forged), Redeemed::Invalid);
+        assert!(matches!(restarted.redeem(&t.text), Redeemed::Valid { .. }));
+        assert_eq!(restarted.redeem(&t.text), Redeemed::Expired);
+        let late = ResumeTokens::default();
+        late.restore(
+            t.id,
+            hash,
+            ("p_1".into(), room(), "S1".into()),
+            Instant::now() - Duration::from_millis(1),
+        );
+        assert_eq!(late.redeem(&t.text), Redeemed::Expired);
     }
 
     #[test]

@@ -116,6 +116,43 @@ impl Room {
             .collect()
     }
 
+    /// The display name of a member, if it is one and has one.
+    pub fn display_name(&self, peer_id: &str) -> Option<Arc<str>> {
+        self.state
+            .lock()
+            .members
+            .iter()
+            .find(|m| &*m.peer_id == peer_id)
+            .and_then(|m| m.display_name.clone())
+    }
+
+    /// Puts back a member that a previous run of the server had, away
+    /// inside its grace as if its connection `conn_id` had just dropped
+    /// for `reason`. Nobody is told. Returns whether it was added (not if
+    /// the room closed or already has this peer).
+    pub fn restore_away(
+        &self,
+        peer_id: PeerId,
+        display_name: Option<Arc<str>>,
+        conn_id: u64,
+        reason: LeaveReason,
+    ) -> bool {
+        let mut st = self.state.lock();
+        if st.closed || st.members.iter().any(|m| m.peer_id == peer_id) {
+            return false;
+        }
+        st.members.push(Member {
+            peer_id,
+            display_name,
+            presence: Presence::Away {
+                conn_id,
+                reason,
+                held: VecDeque::new(),
+            },
+        });
+        true
+    }
+
     /// Adds a new peer: queues `joined` to it and `peer-joined` to the others.
     /// Returns the room size after the join.
     pub fn join(

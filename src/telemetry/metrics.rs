@@ -104,6 +104,8 @@ pub enum KickReason {
     RateLimitAbuse,
     MessageTooLarge,
     InvalidUtf8,
+    /// Never joined a room within `--join-timeout-secs`.
+    JoinTimeout,
 }
 
 impl KickReason {
@@ -113,6 +115,7 @@ impl KickReason {
             KickReason::RateLimitAbuse => "rate_limit_abuse",
             KickReason::MessageTooLarge => "message_too_large",
             KickReason::InvalidUtf8 => "invalid_utf8",
+            KickReason::JoinTimeout => "join_timeout",
         }
     }
 }
@@ -146,6 +149,32 @@ pub struct Metrics {
     kicks: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub held_messages: IntGauge,
+    slow_clients: IntCounterVec,
+    /// Open HTTP connections not upgraded to WebSocket.
+    pub http_connections: IntGauge,
+}
+
+/// Where a client was too slow and got disconnected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowStage {
+    /// Connected and sent nothing within the header timeout.
+    Idle,
+    /// Began a request but did not finish its headers in time (slowloris).
+    Headers,
+    /// An accepted WebSocket upgrade did not complete in time.
+    Handshake,
+}
+
+impl SlowStage {
+    pub const ALL: [SlowStage; 3] = [SlowStage::Idle, SlowStage::Headers, SlowStage::Handshake];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowStage::Idle => "idle",
+            SlowStage::Headers => "headers",
+            SlowStage::Handshake => "handshake",
+        }
+    }
 }
 
 impl Metrics {
@@ -303,13 +332,24 @@ impl Metrics {
             connections_refused: counter_vec(
                 r,
                 "chatsubo_connections_refused_total",
-                "WebSocket upgrades refused by a connection cap, by cap.",
+                "Connections refused by a cap, by cap: total and per_ip (WebSocket upgrades), http_total (open HTTP connections).",
                 &["reason"],
             ),
             held_messages: gauge(
                 r,
                 "chatsubo_held_messages",
                 "Relayed messages held for peers inside their resume grace.",
+            ),
+            slow_clients: counter_vec(
+                r,
+                "chatsubo_slow_clients_total",
+                "Connections dropped for being too slow, by stage: idle (sent nothing), headers (slowloris), handshake (WebSocket upgrade).",
+                &["stage"],
+            ),
+            http_connections: gauge(
+                r,
+                "chatsubo_http_connections",
+                "Open HTTP connections not (yet) upgraded to WebSocket.",
             ),
             registry,
         };
@@ -347,11 +387,15 @@ impl Metrics {
             KickReason::RateLimitAbuse,
             KickReason::MessageTooLarge,
             KickReason::InvalidUtf8,
+            KickReason::JoinTimeout,
         ] {
             m.kicks.with_label_values(&[reason.as_str()]);
         }
-        for reason in ["total", "per_ip"] {
+        for reason in ["total", "per_ip", "http_total"] {
             m.connections_refused.with_label_values(&[reason]);
+        }
+        for stage in SlowStage::ALL {
+            m.slow_clients.with_label_values(&[stage.as_str()]);
         }
 
         let build = IntGaugeVec::new(
@@ -417,6 +461,10 @@ impl Metrics {
 
     pub fn kicked(&self, reason: KickReason) {
         self.kicks.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn slow_client(&self, stage: SlowStage) {
+        self.slow_clients.with_label_values(&[stage.as_str()]).inc();
     }
 
     pub fn client_error(&self, code: &str) {

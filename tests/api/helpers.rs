@@ -474,9 +474,12 @@ impl BinApp {
                 collected.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("chatsubo logs its listening address");
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            // Never leave a server running behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chatsubo did not log its listening address");
+        };
         BinApp {
             addr,
             dir,

@@ -3,10 +3,12 @@
 mod analytics;
 mod cli;
 mod helpers;
+mod hostile;
 mod http;
 mod logs;
 mod metrics;
 mod migration;
 mod restart;
 mod signaling;
+mod storage;
 mod traces;

@@ -1,10 +1,13 @@
-//! Schema migrations: a store written in the v0 layout (made here with sled
-//! directly, as the first previews wrote it) is upgraded at open; a store
-//! from a newer version is refused.
+//! Schema migrations: a store written in the v0 or v1 layout (made here with
+//! sled directly, as those versions wrote it) is upgraded at open; a store
+//! from a newer version is refused. Also the v2 `resume` tree's encoding.
 
 use serde_json::json;
 
-use chatsubo::analytics::{self, SledOptions, keys};
+use chatsubo::analytics::event::{Event, EventKind};
+use chatsubo::analytics::resume_state::{self, ResumeChange};
+use chatsubo::analytics::writer::apply_events;
+use chatsubo::analytics::{self, SledOptions, Store, Tree, keys};
 
 use crate::analytics::api;
 use crate::helpers::*;
@@ -99,15 +102,18 @@ fn the_v0_to_v1_migration_rewrites_values_and_records_the_version() {
     assert_eq!(analytics::schema::read_version(&store).unwrap(), None);
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(0), "data without a version is v0");
-    assert_eq!(prepared.now, 1);
-    assert_eq!(analytics::schema::read_version(&store).unwrap(), Some(1));
+    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
+    assert_eq!(
+        analytics::schema::read_version(&store).unwrap(),
+        Some(analytics::schema::SCHEMA_VERSION)
+    );
     let (session, events) = analytics::query::session(&store, id).unwrap().unwrap();
     assert_eq!(session.duration_ms, Some(1234));
     assert_eq!(session.peer_id, "p_old");
     assert_eq!(events.len(), 1);
     // Running it again changes nothing.
     let again = analytics::schema::prepare(&store).unwrap();
-    assert_eq!(again.found, Some(1));
+    assert_eq!(again.found, Some(analytics::schema::SCHEMA_VERSION));
 }
 
 #[test]
@@ -147,4 +153,178 @@ fn a_new_store_starts_at_the_current_version() {
         analytics::schema::read_version(&*store).unwrap(),
         Some(analytics::schema::SCHEMA_VERSION)
     );
+}
+
+/// The v1 layout: as v0 plus `durationMs` and the version key, and no
+/// `resume` tree.
+fn write_v1_store(dir: &std::path::Path, id: u128, connected: u64) {
+    let db = sled::open(dir).unwrap();
+    db.open_tree("meta")
+        .unwrap()
+        .insert(analytics::schema::VERSION_KEY, &1u32.to_be_bytes())
+        .unwrap();
+    let v1 = json!({
+        "sessionId": ulid::Ulid(id).to_string(),
+        "peerId": "p_v1",
+        "room": "cellar",
+        "displayName": null,
+        "remoteAddr": "203.0.113.8",
+        "userAgent": null,
+        "connectedAt": connected,
+        "endedAt": connected + 500,
+        "durationMs": 500,
+        "closeReason": "disconnected",
+        "resumedFrom": null,
+        "messagesIn": 1,
+        "messagesOut": 2,
+        "errors": 0,
+        "roomFullRejections": 0
+    });
+    db.open_tree("sessions")
+        .unwrap()
+        .insert(keys::session_key(id), serde_json::to_vec(&v1).unwrap())
+        .unwrap();
+    db.flush().unwrap();
+    assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"resume"));
+}
+
+#[test]
+fn the_v1_to_v2_migration_adds_an_empty_resume_tree_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let connected = 1_764_300_000_000u64;
+    let id = keys::first_id_at(connected) | 9;
+    write_v1_store(dir.path(), id, connected);
+    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let prepared = analytics::schema::prepare(&store).unwrap();
+    assert_eq!(prepared.found, Some(1));
+    assert_eq!(prepared.now, 2);
+    assert_eq!(analytics::schema::read_version(&store).unwrap(), Some(2));
+    let (session, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    assert_eq!(session.peer_id, "p_v1");
+    assert_eq!(session.duration_ms, Some(500));
+    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    assert!(peers.is_empty(), "a v1 run left no resume state");
+    assert_eq!(corrupt, 0);
+    assert_eq!(
+        analytics::schema::prepare(&store).unwrap().found,
+        Some(2),
+        "running it again changes nothing"
+    );
+}
+
+fn resume(session: u128, at_ms: u64, change: ResumeChange) -> Event {
+    Event {
+        session,
+        at_ms,
+        seq: at_ms,
+        kind: EventKind::ResumeState(change),
+    }
+}
+
+#[test]
+fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_764_300_000_000u64;
+    let (s_ann, s_bob, s_cy) = (
+        keys::first_id_at(t0) | 1,
+        keys::first_id_at(t0) | 2,
+        keys::first_id_at(t0) | 3,
+    );
+    let bound = |room: &str, peer: &str, name: Option<&str>, id: u8| ResumeChange::Bound {
+        room: room.into(),
+        peer: peer.into(),
+        display_name: name.map(str::to_string),
+        token_id: [id; 12],
+        token_hash: [id.wrapping_mul(7); 32],
+    };
+    {
+        let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+        analytics::schema::prepare(&store).unwrap();
+        apply_events(
+            &store,
+            &[
+                resume(s_ann, t0, bound("r", "p_ann", Some("ann"), 1)),
+                resume(s_bob, t0 + 1, bound("r", "p_bob", None, 2)),
+                resume(s_cy, t0 + 2, bound("s", "p_cy", Some("cy"), 3)),
+                resume(
+                    s_bob,
+                    t0 + 3,
+                    ResumeChange::Armed {
+                        room: "r".into(),
+                        peer: "p_bob".into(),
+                        token_id: [2; 12],
+                        expires_at: t0 + 30_003,
+                        reason: "timeout".into(),
+                    },
+                ),
+                // A stale leave about a token ann no longer holds: no effect.
+                resume(
+                    s_ann,
+                    t0 + 4,
+                    ResumeChange::Gone {
+                        room: "r".into(),
+                        peer: "p_ann".into(),
+                        token_id: [9; 12],
+                    },
+                ),
+                // cy's token is spent; then cy leaves.
+                resume(
+                    s_cy,
+                    t0 + 5,
+                    ResumeChange::Spent {
+                        room: "s".into(),
+                        peer: "p_cy".into(),
+                        token_id: [3; 12],
+                    },
+                ),
+            ],
+        )
+        .unwrap();
+        let raw = store
+            .get(Tree::Resume, b"r\0p_bob")
+            .unwrap()
+            .expect("keyed by room, 0x00, peer id");
+        let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "displayName": null,
+                "session": ulid::Ulid(s_bob).to_string(),
+                "token": {"id": "AgICAgICAgICAgIC", "sha256": "Dg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4"},
+                "joinedAt": t0 + 1,
+                "expiresAt": t0 + 30_003,
+                "reason": "timeout"
+            })
+        );
+        let cy = store.get(Tree::Resume, b"s\0p_cy").unwrap().unwrap();
+        let cy: serde_json::Value = serde_json::from_slice(&cy).unwrap();
+        assert_eq!(cy["token"], serde_json::Value::Null, "spent: no hash left");
+        apply_events(
+            &store,
+            &[resume(
+                s_cy,
+                t0 + 6,
+                ResumeChange::Gone {
+                    room: "s".into(),
+                    peer: "p_cy".into(),
+                    token_id: [3; 12],
+                },
+            )],
+        )
+        .unwrap();
+        store.flush().unwrap();
+    }
+    // Read back by a new process's store: ann and bob in r, in join order.
+    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    assert_eq!(corrupt, 0);
+    let found: Vec<(&str, &str)> = peers
+        .iter()
+        .map(|p| (p.room.as_str(), p.peer.as_str()))
+        .collect();
+    assert_eq!(found, [("r", "p_ann"), ("r", "p_bob")]);
+    assert_eq!(peers[0].record.display_name.as_deref(), Some("ann"));
+    assert_eq!(peers[0].record.expires_at, None, "connected when stopped");
+    assert_eq!(peers[0].record.token_parts(), Some(([1; 12], [7; 32])));
+    assert_eq!(peers[1].record.session, ulid::Ulid(s_bob).to_string());
 }

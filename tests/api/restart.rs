@@ -62,9 +62,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no listening line; output: {}", output.lock().unwrap())
-            });
+            let Ok(line) = rx.recv_timeout(left) else {
+                // Never leave a server running behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no listening line; output: {}", output.lock().unwrap());
+            };
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -330,7 +333,309 @@ fn the_binary_refuses_a_store_from_a_newer_version() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr
-            .contains("the store has schema version 7, newer than the 1 this chatsubo understands"),
+            .contains("the store has schema version 7, newer than the 2 this chatsubo understands"),
         "{stderr}"
     );
+}
+
+// Restarts inside the grace: the resume state survives in the store.
+
+/// The resume grace of the restart tests: long enough for a restart and
+/// three resumes, short enough to wait for its end.
+const GRACE_SECS: u64 = 5;
+/// How long "nobody hears anything" is watched for.
+const SILENCE: Duration = Duration::from_millis(1000);
+
+fn restart_args() -> Vec<String> {
+    [
+        "--resume-grace-secs",
+        &GRACE_SECS.to_string(),
+        "--flush-interval-ms",
+        "200",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn join_with_token(room: &str, token: &str) -> Value {
+    json!({"type":"join","room":room,"resumeToken":token})
+}
+
+/// The peers of a `joined`, as (peerId, displayName) sorted.
+fn peers_of(joined: &Value) -> Vec<(String, String)> {
+    let mut peers: Vec<(String, String)> = joined["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["peerId"].as_str().unwrap().to_string(),
+                p["displayName"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    peers.sort();
+    peers
+}
+
+fn session_id(c: &Client) -> String {
+    c.welcome["sessionId"].as_str().unwrap().to_string()
+}
+
+/// The fields of the first log line with this `event`.
+fn log_event(output: &str, event: &str) -> Option<Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == event)
+}
+
+/// Stops the server the way `kill` says: SIGKILL after waiting out the
+/// flush window, or SIGTERM with the clients seeing the shutdown.
+async fn stop(server: &mut Server, clients: &mut [&mut Client], kill: bool) {
+    if kill {
+        // Longer than the flush interval (200 ms), so the state is on disk.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        server.signal("-KILL");
+        server.exited().await;
+    } else {
+        server.signal("-TERM");
+        for c in clients.iter_mut() {
+            assert_eq!(c.expect_close().await, Some(1001));
+        }
+        assert_eq!(server.exited().await, Some(0), "{}", server.output());
+    }
+}
+
+/// Five peers in room `r` (the fifth already away when the server stops)
+/// and one in `s` whose first token was spent before the restart; after the
+/// restart, three of `r` and the one of `s` come back inside the grace.
+async fn restart_inside_the_grace_is_invisible(kill: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = restart_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(dir.path(), &args);
+    let mut a = Client::connect(&server.ws()).await;
+    a.join("r", "ann").await;
+    let mut b = Client::connect(&server.ws()).await;
+    b.join("r", "bob").await;
+    let mut c = Client::connect(&server.ws()).await;
+    c.join("r", "cy").await;
+    let mut d = Client::connect(&server.ws()).await;
+    d.join("r", "dee").await;
+    let mut e = Client::connect(&server.ws()).await;
+    e.join("r", "eve").await;
+    for (who, joined) in [(&mut a, 4), (&mut b, 3), (&mut c, 2), (&mut d, 1)] {
+        for _ in 0..joined {
+            who.recv_type("peer-joined").await;
+        }
+    }
+    let names: Vec<(String, String)> = [
+        (&a, "ann"),
+        (&b, "bob"),
+        (&c, "cy"),
+        (&d, "dee"),
+        (&e, "eve"),
+    ]
+    .iter()
+    .map(|(c, n)| (c.peer_id(), n.to_string()))
+    .collect();
+    let old_sessions: Vec<String> = [&a, &b, &c, &d, &e].iter().map(|c| session_id(c)).collect();
+    // e drops before the restart: it is away, inside its grace, when the
+    // server stops.
+    let e_token = e.token();
+    e.vanish();
+    // x resumes once before the restart: its first token is spent.
+    let mut x1 = Client::connect(&server.ws()).await;
+    x1.join("s", "xan").await;
+    let (x_peer, x_spent, x1_session) = (x1.peer_id(), x1.token(), session_id(&x1));
+    x1.vanish();
+    let mut x = Client::connect(&server.ws()).await;
+    x.send(join_with_token("s", &x_spent)).await;
+    let joined = x.recv_type("joined").await;
+    assert_eq!(joined["resumed"], true, "{joined}");
+    assert_eq!(joined["peerId"], x_peer.as_str());
+    let x_session = session_id(&x);
+    // Everything is written once e's drop and x's resume show in the API.
+    server
+        .api_until(&format!("/api/sessions/{}", old_sessions[4]), |s| {
+            s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "disconnect")
+        })
+        .await;
+    server
+        .api_until(&format!("/api/sessions/{x_session}"), |s| {
+            s["resumedFrom"] == x1_session.as_str()
+        })
+        .await;
+
+    let tokens: Vec<String> = [&a, &b, &c, &d, &x].iter().map(|c| c.token()).collect();
+    stop(
+        &mut server,
+        &mut [&mut a, &mut b, &mut c, &mut d, &mut x],
+        kill,
+    )
+    .await;
+    let first_run = server.output();
+    drop(server);
+    drop((a, b, c, d, x));
+
+    let started = Instant::now();
+    let server = Server::start(dir.path(), &args);
+    let restored = log_event(&server.output(), "resume_state_restored")
+        .unwrap_or_else(|| panic!("no resume_state_restored line: {}", server.output()));
+    assert_eq!(restored["rooms"], 2, "{restored}");
+    assert_eq!(restored["peers"], 6, "{restored}");
+    assert_eq!(restored["tokens"], 6, "{restored}");
+
+    // a, b and c come back: same ids, every old room mate listed (d and e
+    // still inside their grace).
+    let mut back = Vec::new();
+    for (i, token) in tokens[..3].iter().enumerate() {
+        let mut client = Client::connect(&server.ws()).await;
+        client.send(join_with_token("r", token)).await;
+        let joined = client.recv_type("joined").await;
+        assert_eq!(joined["resumed"], true, "{joined}");
+        assert_eq!(joined["peerId"], names[i].0.as_str(), "{joined}");
+        let mut others = names.clone();
+        others.remove(i);
+        assert_eq!(peers_of(&joined), others, "{joined}");
+        back.push(client);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(GRACE_SECS) - SILENCE,
+        "too slow to watch the silence inside the grace"
+    );
+    // Nobody hears of anyone leaving or joining.
+    {
+        let [a, b, c] = &mut back[..] else {
+            unreachable!()
+        };
+        tokio::join!(
+            a.expect_silence(SILENCE),
+            b.expect_silence(SILENCE),
+            c.expect_silence(SILENCE)
+        );
+    }
+    // Relays between resumed peers work, both ways.
+    back[0]
+        .send(json!({"type":"offer","to":names[1].0,"data":{"sdp":"v=0"}}))
+        .await;
+    let offer = back[1].recv_type("offer").await;
+    assert_eq!(offer["from"], names[0].0.as_str());
+    assert_eq!(offer["data"], json!({"sdp":"v=0"}));
+    back[1]
+        .send(json!({"type":"answer","to":names[0].0,"data":{"sdp":"v=1"}}))
+        .await;
+    let answer = back[0].recv_type("answer").await;
+    assert_eq!(answer["from"], names[1].0.as_str());
+
+    // A token spent before the restart does not work after it.
+    let mut y = Client::connect(&server.ws()).await;
+    y.send(join_with_token("s", &x_spent)).await;
+    let joined = y.recv_type("joined").await;
+    assert_eq!(joined["resumed"], false, "{joined}");
+    assert_ne!(joined["peerId"], x_peer.as_str());
+    // x's current token works once after the restart...
+    let mut x = Client::connect(&server.ws()).await;
+    x.send(join_with_token("s", &tokens[4])).await;
+    let joined = x.recv_type("joined").await;
+    assert_eq!(joined["resumed"], true, "{joined}");
+    assert_eq!(joined["peerId"], x_peer.as_str());
+    let x_new_session = session_id(&x);
+    // ...and only once.
+    let mut x_again = Client::connect(&server.ws()).await;
+    x_again.send(join_with_token("s", &tokens[4])).await;
+    let joined = x_again.recv_type("joined").await;
+    assert_eq!(joined["resumed"], false, "{joined}");
+    assert_ne!(joined["peerId"], x_peer.as_str());
+
+    // d (connected when the server stopped) and e (away already) never
+    // come back: when the grace counted from the restart ends, the others
+    // see them leave.
+    let mut gone = vec![names[3].0.clone(), names[4].0.clone()];
+    gone.sort();
+    for client in &mut back {
+        let mut left = Vec::new();
+        for _ in 0..2 {
+            let m = client.recv_type("peer-left").await;
+            assert_eq!(m["reason"], "disconnected", "{m}");
+            left.push(m["peerId"].as_str().unwrap().to_string());
+        }
+        left.sort();
+        assert_eq!(left, gone);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(GRACE_SECS),
+        "peer-left after {waited:?}, inside the grace"
+    );
+
+    // The session history: resumes point at the sessions closed by the
+    // restart, and the leaves of d and e are recorded on their old sessions.
+    let closed_as = if kill {
+        "server_crash"
+    } else {
+        "server_shutdown"
+    };
+    for (i, client) in back.iter().enumerate() {
+        let new = server
+            .api_until(&format!("/api/sessions/{}", session_id(client)), |s| {
+                !s["resumedFrom"].is_null()
+            })
+            .await;
+        assert_eq!(new["resumedFrom"], old_sessions[i].as_str(), "{new}");
+        let old = server
+            .api(&format!("/api/sessions/{}", old_sessions[i]))
+            .await;
+        assert_eq!(old["closeReason"], closed_as, "{old}");
+    }
+    let x_now = server
+        .api_until(&format!("/api/sessions/{x_new_session}"), |s| {
+            !s["resumedFrom"].is_null()
+        })
+        .await;
+    assert_eq!(x_now["resumedFrom"], x_session.as_str());
+    for i in [3, 4] {
+        let old = server
+            .api_until(&format!("/api/sessions/{}", old_sessions[i]), |s| {
+                s["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "leave")
+            })
+            .await;
+        let leave = old["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "leave")
+            .unwrap();
+        assert_eq!(leave["reason"], "disconnected", "{old}");
+        assert_eq!(leave["peer"], names[i].0.as_str());
+    }
+
+    // Tokens are never in the logs or the store, only hashes of them.
+    let logs = first_run + &server.output();
+    let store = crate::analytics::all_bytes(&data_dir(dir.path()));
+    for token in tokens.iter().chain([&x_spent, &e_token]) {
+        let secret = token.split_once('.').unwrap().1;
+        assert!(!logs.contains(secret), "a token in the logs");
+        assert!(!contains(&store, secret.as_bytes()), "a token in the store");
+    }
+    drop((y, x, x_again));
+}
+
+#[tokio::test]
+async fn a_graceful_restart_inside_the_grace_is_invisible_to_the_room() {
+    restart_inside_the_grace_is_invisible(false).await;
+}
+
+#[tokio::test]
+async fn a_kill_and_restart_inside_the_grace_is_invisible_to_the_room() {
+    restart_inside_the_grace_is_invisible(true).await;
 }

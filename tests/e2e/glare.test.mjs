@@ -3,21 +3,9 @@
 // resolve the collision (the polite peer rolls back) with no failure.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
 
-import { eventually, sample, scratch, startServer } from "./server.mjs";
+import { eventually, launchChromium, sample, scratch, startServer } from "./harness.mjs";
 
-const ARGS = [
-  "--allow-loopback-in-peer-connection",
-  "--use-fake-ui-for-media-stream",
-  "--use-fake-device-for-media-stream",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 let tmp;
 let server;
@@ -26,11 +14,7 @@ let browser;
 before(async () => {
   tmp = scratch();
   server = await startServer({ dir: tmp.dir });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: process.getuid?.() === 0 ? [...ARGS, "--no-sandbox"] : ARGS,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -4,25 +4,11 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 
-import { eventually, sample, scratch, startServer } from "./server.mjs";
+import { eventually, launchChromium, sample, scratch, startServer } from "./harness.mjs";
 
 const PAGES = 3;
 const ROOM = "e2e-mesh";
-// The flags that make WebRTC work between headless pages on any machine
-// (see docs/client.md): loopback candidates and the media permission.
-const CHROMIUM_ARGS = [
-  "--allow-loopback-in-peer-connection",
-  "--use-fake-ui-for-media-stream",
-  "--use-fake-device-for-media-stream",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 let tmp;
 let server;
@@ -32,11 +18,7 @@ const pages = [];
 before(async () => {
   tmp = scratch();
   server = await startServer({ dir: tmp.dir });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: process.getuid?.() === 0 ? [...CHROMIUM_ARGS, "--no-sandbox"] : CHROMIUM_ARGS,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

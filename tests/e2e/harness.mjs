@@ -1,14 +1,40 @@
-// Starts the real chatsubo binary for a browser test and reads back the port
-// it bound, from its JSON log line `event: listening`.
+// The browser tests' harness: the real chatsubo binary (its port read back
+// from its JSON log line `event: listening`), Debian's Chromium, polling.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
 
 export const BINARY =
   process.env.CHATSUBO_BIN ?? fileURLToPath(new URL("../../target/debug/chatsubo", import.meta.url));
+
+// The flags that make WebRTC work between headless pages on any machine
+// (docs/client.md): loopback candidates and the media permission; the rest
+// keep Chromium off the network.
+const CHROMIUM_ARGS = [
+  "--allow-loopback-in-peer-connection",
+  "--use-fake-ui-for-media-stream",
+  "--use-fake-device-for-media-stream",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** Debian's headless Chromium, set up for WebRTC between pages. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    // Chromium's sandbox refuses to start as root.
+    args: process.getuid?.() === 0 ? [...CHROMIUM_ARGS, "--no-sandbox"] : CHROMIUM_ARGS,
+  });
+}
 
 /** A scratch directory for one test run; removed by the caller. */
 export function scratch() {
