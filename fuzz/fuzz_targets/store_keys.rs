@@ -1,7 +1,8 @@
-//! The analytics store's key codec (`chatsubo::analytics::keys`): decoding
-//! any bytes never panics, and whatever decodes encodes back to the same
-//! bytes (one encoding per key); encoding any parts decodes back to them and
-//! keeps the byte order the queries scan by.
+//! The analytics store's key codec (`chatsubo::analytics::keys`, and the
+//! resume tree's keys and records in `chatsubo::analytics::resume_state`):
+//! decoding any bytes never panics, and whatever decodes encodes back to the
+//! same bytes (one encoding per key); encoding any parts decodes back to them
+//! and keeps the byte order the queries scan by.
 
 #![no_main]
 
@@ -9,6 +10,9 @@ use chatsubo::analytics::keys::{
     self, ChurnCounts, EVENT_KEY_LEN, SESSION_KEY_LEN, bucket_start, churn_key, decode_churn_key,
     decode_event_key, decode_index_key, decode_session_key, decode_u64, event_key, first_id_at,
     index_key, index_prefix, last_id_at, peak_key, session_key, session_ms, valid_name,
+};
+use chatsubo::analytics::resume_state::{
+    ResumeRecord, StoredToken, decode_record, decode_resume_key, encode_record, resume_key,
 };
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +32,18 @@ struct Parts {
     seq: u64,
     name: String,
     counts: [u64; 4],
+    peer: String,
+    record: Record,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Record {
+    display_name: Option<String>,
+    session: String,
+    token: Option<(String, String)>,
+    joined_at: u64,
+    expires_at: Option<u64>,
+    reason: Option<String>,
 }
 
 fuzz_target!(|input: Input<'_>| {
@@ -64,6 +80,15 @@ fn decode_anything(bytes: &[u8]) {
     if let Some(n) = decode_u64(bytes) {
         assert_eq!(peak_key(n), bytes);
     }
+    if let Some((room, peer)) = decode_resume_key(bytes) {
+        assert!(!room.is_empty() && valid_name(room));
+        assert!(!peer.is_empty() && valid_name(peer));
+        assert_eq!(resume_key(room, peer), bytes);
+    }
+    if let Ok(record) = decode_record(bytes) {
+        let _ = record.token_parts();
+        assert_eq!(decode_record(&encode_record(&record)).ok(), Some(record));
+    }
 }
 
 /// Any parts: encoding then decoding gives them back.
@@ -98,6 +123,29 @@ fn round_trip(p: &Parts) {
     assert_eq!(bucket % keys::BASE_BUCKET_SECS, 0);
     assert!(bucket <= p.ms / 1000 && p.ms / 1000 - bucket < keys::BASE_BUCKET_SECS);
     assert_eq!(decode_u64(&peak_key(bucket)), Some(bucket));
+
+    if !p.name.is_empty() && valid_name(&p.name) && !p.peer.is_empty() && valid_name(&p.peer) {
+        let key = resume_key(&p.name, &p.peer);
+        assert_eq!(
+            decode_resume_key(&key),
+            Some((p.name.as_str(), p.peer.as_str()))
+        );
+        assert!(key.starts_with(&index_prefix(&p.name)));
+    }
+    let r = &p.record;
+    let record = ResumeRecord {
+        display_name: r.display_name.clone(),
+        session: r.session.clone(),
+        token: r
+            .token
+            .clone()
+            .map(|(id, sha256)| StoredToken { id, sha256 }),
+        joined_at: r.joined_at,
+        expires_at: r.expires_at,
+        reason: r.reason.clone(),
+    };
+    let _ = record.token_parts();
+    assert_eq!(decode_record(&encode_record(&record)).ok(), Some(record));
 
     let [joins, leaves, rejections, resumes] = p.counts;
     let counts = ChurnCounts {
