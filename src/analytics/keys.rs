@@ -172,11 +172,13 @@ impl ChurnCounts {
         })
     }
 
+    /// Adds another bucket's counts; saturates, so that a corrupted stored
+    /// counter cannot panic a query.
     pub fn add(&mut self, other: &ChurnCounts) {
-        self.joins += other.joins;
-        self.leaves += other.leaves;
-        self.rejections += other.rejections;
-        self.resumes += other.resumes;
+        self.joins = self.joins.saturating_add(other.joins);
+        self.leaves = self.leaves.saturating_add(other.leaves);
+        self.rejections = self.rejections.saturating_add(other.rejections);
+        self.resumes = self.resumes.saturating_add(other.resumes);
     }
 }
 
