@@ -22,12 +22,13 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Client socket settings: a small read buffer (20,000 of them must fit),
-/// and a write buffer that collects fed frames until the flush, so that a
-/// batch of relays leaves in one write.
+/// Client socket settings: a small read buffer (20,000 of them must fit,
+/// and tungstenite zero-fills it before every read), and a write buffer
+/// that collects fed frames until the flush, so that a batch of relays
+/// leaves in one write.
 pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(16 * 1024 * 1024)
 }

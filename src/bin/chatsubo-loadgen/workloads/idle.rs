@@ -92,9 +92,11 @@ pub async fn run(target: Arc<Target>, args: IdleArgs) -> Report {
             counters.joined.fetch_add(1, Ordering::Relaxed);
             let protocol = target.protocol.as_ref();
             let mut keepalive = keepalive_timer(protocol);
+            let cancelled = cancel.cancelled();
+            tokio::pin!(cancelled);
             loop {
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = &mut cancelled => break,
                     read = joined.ws.next() => match idle_event(protocol, read) {
                         None => {
                             counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -347,6 +347,10 @@ impl PeerTask {
         let mut armed = due as u64;
         let sleep = tokio::time::sleep_until(at_ns(armed));
         tokio::pin!(sleep);
+        // Made once: a fresh `cancelled()` per wake-up would lock the
+        // token's waiter list twice per message.
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             while step < plan.steps.len() && due >= plan.steps[step].end_ns as f64 {
                 step += 1;
@@ -359,7 +363,7 @@ impl PeerTask {
             }
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return true,
+                _ = &mut cancelled => return true,
                 read = ws.next() => {
                     let text = match read {
                         Some(Ok(Message::Text(text))) => text,
