@@ -149,6 +149,9 @@ const STAMP: &str = "\"lgts\":";
 /// The key of the step the message was sent in.
 const STEP: &str = "\"lgstep\":";
 
+/// Padding, copied in slices rather than pushed a character at a time.
+const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
 /// Writes the relay payload: a JSON object of exactly `size` bytes (or its
 /// minimum size when `size` is smaller) carrying the send time and step.
 pub fn write_payload(out: &mut String, sent_ns: u64, step: usize, size: usize) {
@@ -156,9 +159,11 @@ pub fn write_payload(out: &mut String, sent_ns: u64, step: usize, size: usize) {
     let start = out.len();
     let _ = write!(out, "{{{STAMP}{sent_ns},{STEP}{step},\"pad\":\"");
     // What remains after the padding: `"}`.
-    let used = out.len() - start + 2;
-    for _ in used..size {
-        out.push('x');
+    let mut missing = size.saturating_sub(out.len() - start + 2);
+    while missing > 0 {
+        let n = missing.min(PAD.len());
+        out.push_str(&PAD[..n]);
+        missing -= n;
     }
     out.push_str("\"}");
 }
