@@ -348,6 +348,23 @@ def section(runs, results_dir, doc_path, plots_dir):
         "",
         churn_table(runs, servers),
         "",
+        "### Notes on fairness",
+        "",
+        "- The same client code drives all three servers; only the protocol adapter differs "
+        "(`src/bin/chatsubo-loadgen/protocols/`). Client sockets have Nagle's algorithm off.",
+        "- Chatsubo runs as shipped (JSON logs, metrics, and whatever analytics its build has), with "
+        "its per-address connection cap and per-connection rate limit raised, since all load comes "
+        "from one address at up to 80 messages a second per peer.",
+        "- matchbox_server and peerjs-server run with their defaults, except peerjs-server's "
+        "`--concurrent_limit` (5,000 by default), raised for the idle runs. Both log every connection "
+        "by default (to a file here), as Chatsubo logs every join and leave.",
+        "- peerjs-server has no rooms: the load generator's rooms only decide who sends to whom, and a "
+        "peer is in when the server says `OPEN`. matchbox_server's room is the URL path; the peer is in "
+        "when `IdAssigned` arrives. Chatsubo's join is a round trip of its own after the welcome, so its "
+        "churn cycle has one more round trip than the others'.",
+        "- peerjs clients send `HEARTBEAT` every 20 s (the server's CLI drops a client after 60 s "
+        "without one); Chatsubo's pings are answered by the client library.",
+        "",
         "### Commands",
         "",
         "The whole run: `scripts/bench-compare.sh` (it installs the two other servers into `target/peers/` "
