@@ -207,6 +207,7 @@ def loadgen_check(runs):
     lines = []
     for s, rows in relay_rows(runs).items():
         worst_cores = max((row.get("loadgen_cpu_cores") or 0) for row in rows)
+        saturated = [f"{row['rate']:,}/s" for row in rows if (row.get("loadgen_cpu_cores") or 0) >= 0.9]
         worst_lag = max((get(row, "send_lag_ms", "p99") or 0) for row in rows)
         under = [
             f"{row['rate']:,}/s" for row in rows if row.get("send_rate", 0) < 0.99 * row["rate"]
@@ -215,6 +216,12 @@ def loadgen_check(runs):
             f"- {s}: the load generator used at most {worst_cores:.2f} of its core; its send lag "
             f"p99 was at most {worst_lag:.2f} ms"
             + (f"; it fell short of the target rate at {', '.join(under)}." if under else "; it sent every step at its full rate.")
+            + (
+                f" It was itself saturated (≥ 0.9 of its core while sending) at {', '.join(saturated)}: "
+                "numbers at those rates are bounded by the load generator as much as by the server."
+                if saturated
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -327,7 +334,7 @@ def section(runs, results_dir, doc_path, plots_dir):
         f"{fmt(relay_args.get('step_secs', 15), 0)} s per step plus {fmt(relay_args.get('drain_secs', 2), 0)} s "
         "for the last messages to arrive. Latency is from building the frame in the sender to reading it "
         "in the receiver (same process, same clock). Server CPU is utime+stime over the step and its drain, "
-        "divided by the messages delivered.",
+        "divided by the messages delivered; \"cores\" are the share of one core used while sending.",
         "",
         relay_table(runs, servers),
         "",

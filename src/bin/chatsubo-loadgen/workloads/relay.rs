@@ -161,9 +161,9 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
             step
         })
         .collect();
-    let windows: Vec<(u64, u64)> = steps
+    let windows: Vec<(u64, u64, u64)> = steps
         .iter()
-        .map(|s| (s.start_ns, s.end_ns + secs_ns(args.drain_secs)))
+        .map(|s| (s.start_ns, s.end_ns, s.end_ns + secs_ns(args.drain_secs)))
         .collect();
     let plan = Arc::new(Plan {
         rooms,
@@ -174,10 +174,14 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
     let _ = plan_tx.send(Some(plan));
 
     let mut rows = Vec::new();
-    for (i, (from, to)) in windows.into_iter().enumerate() {
+    for (i, (from, send_end, to)) in windows.into_iter().enumerate() {
         sleep_until_ns(from).await;
         let errors_before = shared.errors.load(Ordering::Relaxed);
         let (server_before, me_before) = (target.server_sample(), Proc::Myself.sample());
+        sleep_until_ns(send_end).await;
+        // Cores are a share of the sending time; CPU per message also
+        // counts the drain, where the last messages are still handled.
+        let (server_sending, me_sending) = (target.server_sample(), Proc::Myself.sample());
         sleep_until_ns(to).await;
         let (server_after, me_after) = (target.server_sample(), Proc::Myself.sample());
         let errors = shared.errors.load(Ordering::Relaxed) - errors_before;
@@ -200,13 +204,17 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
                 (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
                 _ => None,
             },
-            "server_cpu_cores": match (server_before, server_after) {
+            "server_cpu_cores": match (server_before, server_sending) {
                 (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
                 _ => None,
             },
             "server_rss_bytes": server_after.map(|s| s.rss),
-            "loadgen_cpu_cores": match (me_before, me_after) {
+            "loadgen_cpu_cores": match (me_before, me_sending) {
                 (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
+                _ => None,
+            },
+            "loadgen_cpu_us_per_msg": match (me_before, me_after) {
+                (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
                 _ => None,
             },
             "dropped_connections": shared.dropped.load(Ordering::Relaxed),
