@@ -1,0 +1,124 @@
+//! Chatsubo's protocol (docs/protocol.md): `GET /ws`, a `welcome` first, a
+//! `join` message answered by `joined`, relays as `ice-candidate` with `to`.
+
+use std::net::SocketAddr;
+
+use super::{Event, PeerKey, Protocol, string_field};
+
+/// The Chatsubo v1 protocol.
+pub struct Chatsubo;
+
+impl Protocol for Chatsubo {
+    fn name(&self) -> &'static str {
+        "chatsubo"
+    }
+
+    fn url(&self, addr: SocketAddr, _room: &str, _key: &PeerKey) -> String {
+        format!("ws://{addr}/ws")
+    }
+
+    fn welcome(&self, text: &str, _key: &PeerKey) -> Result<String, String> {
+        if !text.starts_with(r#"{"type":"welcome""#) {
+            return Err(format!("expected welcome, got {}", clip(text)));
+        }
+        string_field(text, "peerId")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("welcome without peerId: {}", clip(text)))
+    }
+
+    fn join_message(&self, room: &str) -> Option<String> {
+        Some(format!(r#"{{"type":"join","room":"{room}"}}"#))
+    }
+
+    fn write_relay(&self, to: &str, data: &str, out: &mut String) {
+        out.push_str(r#"{"type":"ice-candidate","to":""#);
+        out.push_str(to);
+        out.push_str(r#"","data":"#);
+        out.push_str(data);
+        out.push('}');
+    }
+
+    fn classify(&self, text: &str) -> Event {
+        // Relays are by far the most frequent frame: test for them first.
+        let Some(rest) = text.strip_prefix(r#"{"type":""#) else {
+            return Event::Other;
+        };
+        if rest.starts_with("ice-candidate\"")
+            || rest.starts_with("offer\"")
+            || rest.starts_with("answer\"")
+        {
+            Event::Relay
+        } else if rest.starts_with("peer-joined\"") {
+            Event::PeerJoined
+        } else if rest.starts_with("peer-left\"") {
+            Event::PeerLeft
+        } else if rest.starts_with("joined\"") {
+            Event::Joined {
+                peers: count_peers(text),
+            }
+        } else if rest.starts_with("error\"") {
+            Event::Error
+        } else {
+            Event::Other
+        }
+    }
+
+    fn settle_events(&self, room_size: usize) -> usize {
+        // Everyone learns of the other size-1: from `joined.peers` or from
+        // a `peer-joined`.
+        room_size * room_size.saturating_sub(1)
+    }
+
+    fn join_note(&self) -> &'static str {
+        "join is its own round trip after the welcome"
+    }
+}
+
+/// Members listed in a `joined` frame.
+fn count_peers(text: &str) -> usize {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v["peers"].as_array().map_or(0, Vec::len),
+        Err(_) => 0,
+    }
+}
+
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speaks_the_contract() {
+        let key = PeerKey {
+            name: "x".into(),
+            token: "t".into(),
+        };
+        let p = Chatsubo;
+        assert_eq!(
+            p.welcome(r#"{"type":"welcome","peerId":"p_1","sessionId":"s"}"#, &key),
+            Ok("p_1".into())
+        );
+        assert!(p.welcome(r#"{"type":"error"}"#, &key).is_err());
+        assert_eq!(
+            p.classify(r#"{"type":"joined","room":"r","peerId":"p","peers":[{"peerId":"a"},{"peerId":"b"}],"resumed":false}"#),
+            Event::Joined { peers: 2 }
+        );
+        assert_eq!(
+            p.classify(r#"{"type":"ice-candidate","from":"p","data":{}}"#),
+            Event::Relay
+        );
+        assert_eq!(
+            p.classify(r#"{"type":"peer-joined","peerId":"p"}"#),
+            Event::PeerJoined
+        );
+        let mut out = String::new();
+        p.write_relay("p_2", r#"{"a":1}"#, &mut out);
+        assert_eq!(out, r#"{"type":"ice-candidate","to":"p_2","data":{"a":1}}"#);
+    }
+}
