@@ -45,6 +45,16 @@ pub fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// The instant `ns` nanoseconds after [`epoch`].
+pub fn at_ns(ns: u64) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(epoch() + Duration::from_nanos(ns))
+}
+
+/// Sleeps until `ns` nanoseconds after [`epoch`].
+pub async fn sleep_until_ns(ns: u64) {
+    tokio::time::sleep_until(at_ns(ns)).await;
+}
+
 /// A connection that is in its room.
 pub struct Joined {
     pub ws: Ws,
