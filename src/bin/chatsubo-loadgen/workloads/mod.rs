@@ -1,7 +1,9 @@
 //! The three workloads of issue 7, each against any protocol: `idle`
 //! (memory per joined connection), `relay` (open-loop message rate steps)
-//! and `churn` (connect, welcome, join, close, again).
+//! and `churn` (connect, welcome, join, close, again); and `chaos` (issue
+//! 8: kill -9 cycles under load), which starts its own Chatsubo server.
 
+pub mod chaos;
 pub mod churn;
 pub mod idle;
 pub mod relay;
