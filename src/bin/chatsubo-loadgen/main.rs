@@ -2,7 +2,7 @@
 //! Chatsubo's protocol and, for side-by-side runs, matchbox_server's and
 //! peerjs-server's, and runs one workload (idle, relay or churn) against a
 //! server on this machine, or one that starts its own Chatsubo server
-//! (chaos: kill -9 cycles), printing a table and
+//! (chaos: kill -9 cycles; flood: one room flooding), printing a table and
 //! writing JSON. It exits non-zero when a workload's hard expectation fails.
 //!
 //! It is built to run on one core (`taskset -c 1`): a current-thread
@@ -62,6 +62,8 @@ enum Workload {
     Churn(workloads::churn::ChurnArgs),
     /// kill -9 cycles of its own server under load; resumes and the store checked.
     Chaos(workloads::chaos::ChaosArgs),
+    /// One room floods, the others relay; their latency in both phases.
+    Flood(workloads::flood::FloodArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
                 Workload::Relay(w) => workloads::relay::run(target, w).await,
                 Workload::Churn(w) => workloads::churn::run(target, w).await,
                 Workload::Chaos(w) => workloads::chaos::run(target, w).await,
+                Workload::Flood(w) => workloads::flood::run(target, w).await,
             }
         };
         // Interrupted, the workload is dropped: a server it started is killed.

@@ -133,6 +133,16 @@ pub fn parse_joined(text: &str) -> Option<JoinedFrame> {
     })
 }
 
+/// The peer a `peer-joined` or `peer-left` frame is about.
+pub fn member_of(text: &str) -> Option<&str> {
+    string_field(text, "peerId")
+}
+
+/// The `code` of an `error` frame.
+pub fn error_code(text: &str) -> Option<&str> {
+    string_field(text, "code")
+}
+
 /// Members listed in a `joined` frame.
 fn count_peers(text: &str) -> usize {
     match serde_json::from_str::<serde_json::Value>(text) {
@@ -212,5 +222,13 @@ mod tests {
             })
         );
         assert_eq!(parse_joined(r#"{"type":"peer-joined","peerId":"p"}"#), None);
+        assert_eq!(
+            member_of(r#"{"type":"peer-left","peerId":"p_3","reason":"kicked"}"#),
+            Some("p_3")
+        );
+        assert_eq!(
+            error_code(r#"{"type":"error","code":"RATE_LIMITED","message":"x","ref":"offer"}"#),
+            Some("RATE_LIMITED")
+        );
     }
 }

@@ -209,6 +209,12 @@ pub async fn start(target: Arc<Target>, args: RelayArgs, prefix: &str) -> Runnin
 }
 
 impl Running {
+    /// When step `i` sends: its start and end, in ns since the epoch.
+    pub fn window(&self, i: usize) -> (u64, u64) {
+        let (from, to, _) = self.windows[i];
+        (from, to)
+    }
+
     /// Waits out every step and returns one row of results per step.
     pub async fn measure(&self) -> Vec<Value> {
         let (target, args, shared) = (&self.target, &self.args, &self.shared);
