@@ -9,12 +9,14 @@
 //! resumed and how many got a fresh join, and any `peer-joined`,
 //! `peer-left` or `error` a client saw (a restart inside the grace must be
 //! invisible). At the end it closes every client, reads `/api/sessions`
-//! and checks it against every `welcome` the clients got: a session
-//! welcomed more than the flush window before the kill that followed it
-//! must be in the store, and every session must have ended
-//! (docs/analytics.md, "The flush window" and "Crash recovery"). Then it
-//! stops the server with SIGTERM and starts it once more: that start must
-//! find nothing to recover and nobody to restore.
+//! and checks it against every `welcome` the clients got: a session the
+//! server created (the time in its id) more than the flush window before
+//! the kill that followed must be in the store, and every session must have
+//! ended (docs/analytics.md, "The flush window" and "Crash recovery").
+//! Short sessions besides the clients (`--churn-rate`) make sure some are
+//! created in the last moments before each kill. Then it stops the server
+//! with SIGTERM and starts it once more: that start must find nothing to
+//! recover, and no client's place to restore.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -84,6 +86,12 @@ pub struct ChaosArgs {
     /// Connections being opened at once for the first joins.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Short sessions a second besides the clients (connect, join, close,
+    /// in rooms of their own), so that sessions are also welcomed in the
+    /// last moments before each kill and the flush window is checked at
+    /// its edge; 0: none.
+    #[arg(long, default_value_t = 100)]
+    pub churn_rate: u32,
 }
 
 /// Tries to start the server before giving up on a cycle.
@@ -94,6 +102,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The contract: a crashed session's `endedAt` is at most this long before the crash.
 const CRASH_END_WITHIN_MS: i64 = 5000;
+/// Tasks opening the short sessions of `--churn-rate`.
+const CHURNERS: usize = 10;
 
 /// What the clients count, per cycle (0: before the first kill; cycle k
 /// runs from the k-th restart to the next kill).
@@ -146,12 +156,15 @@ struct Back {
 #[derive(Clone, Debug)]
 struct SeenSession {
     id: String,
-    /// When the client read the welcome (unix ms).
-    welcomed_ms: u64,
+    /// When the server created it (unix ms): the time in its ULID. A
+    /// welcome the server sent just before a kill may be read after it.
+    created_ms: u64,
     /// The peer id of the welcome, or the one the join gave.
     peer_id: String,
     /// `Some(resumed)` once it was in the room.
     joined: Option<bool>,
+    /// When the client had closed it (unix ms); `None`: a kill ended it.
+    closed_ms: Option<u64>,
 }
 
 /// The peer ids of every room, known once everyone is in.
@@ -273,10 +286,27 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
     shared.formed.store(true, Ordering::Relaxed);
     let _ = plan_tx.send(Some(Arc::new(plan)));
     eprintln!("  chaos: {n} clients in {} rooms", n.div_ceil(size));
+    let mut churners = JoinSet::new();
+    if args.churn_rate > 0 {
+        let every = Duration::from_secs_f64(CHURNERS as f64 / f64::from(args.churn_rate));
+        for c in 0..CHURNERS {
+            let churner = Churner {
+                addr: spec.addr,
+                room: room_name("chaos-churn", c),
+                every,
+                phase: every.mul_f64(c as f64 / CHURNERS as f64),
+                cancel: cancel.clone(),
+            };
+            churners.spawn(churner.run());
+        }
+    }
 
     // The cycles.
     let mut rng = Rng::new(0xC4A05);
     let mut kills: Vec<u64> = Vec::new();
+    // When each restarted server was ready (unix ms): its restored places'
+    // grace ends at most a grace after it.
+    let mut readies: Vec<u64> = Vec::new();
     let mut cycles: Vec<Value> = Vec::new();
     let mut all_reconnects = stats::latency_histogram();
     let flush_ms = args.flush_interval_ms;
@@ -297,6 +327,7 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
             break;
         };
         server = next;
+        readies.push(wall_ms());
         let deadline = server.started + Duration::from_secs_f64(args.resume_timeout_secs);
         let mut reconnect = stats::latency_histogram();
         let (mut back, mut resumed, mut fresh, mut fresh_in_window) = (0, 0, 0, 0);
@@ -399,6 +430,18 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
     .await;
     clients.abort_all();
     drop(plan_tx);
+    let mut churned = (0, 0);
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(joined) = churners.join_next().await {
+            if let Ok((sessions, closed)) = joined {
+                churned.0 += sessions.len();
+                churned.1 += closed;
+                seen.push(sessions);
+            }
+        }
+    })
+    .await;
+    churners.abort_all();
 
     // Per-cycle counts into the rows, and their expectations.
     let counts = shared.counts.lock().unwrap().clone();
@@ -454,7 +497,24 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
 
     // A graceful stop and one more start: nothing to recover or restore,
     // nothing lost.
-    let graceful = graceful_restart(&mut server, &spec, &api_token, stored.len()).await;
+    // A short session that a kill cut off, or that closed less than a
+    // flush window before it (its leave lost with the kill), gets its place
+    // back at the restart for a grace that nobody resumes: a graceful stop
+    // inside that grace keeps the place for the next start.
+    let grace_ms = (args.resume_grace_secs * 1000.0) as u64;
+    let stop_ms = wall_ms();
+    let in_grace = seen[n..]
+        .iter()
+        .flatten()
+        .filter(|s| s.joined.is_some())
+        .filter_map(|s| {
+            let k = kills.iter().position(|&k| k >= s.created_ms)?;
+            let left_in_time = s.closed_ms.is_some_and(|c| c + flush_ms <= kills[k]);
+            (!left_in_time).then_some(k)
+        })
+        .filter(|&k| readies.get(k).is_some_and(|&r| r + grace_ms > stop_ms))
+        .count();
+    let graceful = graceful_restart(&mut server, &spec, &api_token, stored.len(), in_grace).await;
     drop(server);
     for why in graceful.failures {
         report.fail(why);
@@ -503,6 +563,13 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
         json!(format!(
             "{} sent, {} delivered ({} failed join attempts)",
             totals.sent, totals.received, totals.failed_joins
+        )),
+    );
+    report.summary(
+        "short sessions besides the clients",
+        json!(format!(
+            "{} welcomed, {} joined and closed normally",
+            churned.0, churned.1
         )),
     );
     check.summarise(&mut report, flush_ms);
@@ -569,6 +636,7 @@ fn json_args(args: &ChaosArgs) -> Value {
         "resume_timeout_secs": args.resume_timeout_secs,
         "retry_ms": args.retry_ms,
         "payload_bytes": args.payload_bytes,
+        "churn_rate": args.churn_rate,
         "server_cpu": args.server.server_cpu,
     })
 }
@@ -629,7 +697,10 @@ impl ClientTask {
             };
             let attempt = tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                attempt = tokio::time::timeout(JOIN_TIMEOUT, self.enter(place.as_ref(), &mut seen)) => {
+                attempt = tokio::time::timeout(
+                    JOIN_TIMEOUT,
+                    enter(self.addr, &self.room, place.as_ref().map(|p| p.token.as_str()), &mut seen),
+                ) => {
                     attempt.unwrap_or_else(|_| Err(Failure::Other("timed out joining".into())))
                 }
             };
@@ -686,50 +757,6 @@ impl ClientTask {
             }
         }
         seen
-    }
-
-    /// Connects, reads the welcome (noting the session) and joins, resuming
-    /// with `place`'s token when there is one. Returns the connection, the
-    /// `joined` frame and the welcome's token.
-    async fn enter(
-        &self,
-        place: Option<&Place>,
-        seen: &mut Vec<SeenSession>,
-    ) -> Result<(Ws, JoinedFrame, String), Failure> {
-        let url = format!("ws://{}/ws", self.addr);
-        let mut ws = client::open(self.addr, &url).await.map_err(|e| {
-            if e.starts_with("connect:") {
-                Failure::Refused
-            } else {
-                Failure::Other(e)
-            }
-        })?;
-        let text = client::next_text(&mut ws).await.map_err(Failure::Other)?;
-        let welcome = chatsubo::parse_welcome(&text).map_err(Failure::Other)?;
-        seen.push(SeenSession {
-            id: welcome.session_id.to_owned(),
-            welcomed_ms: wall_ms(),
-            peer_id: welcome.peer_id.to_owned(),
-            joined: None,
-        });
-        let token = welcome.resume_token.to_owned();
-        let join = chatsubo::join_resuming(&self.room, place.map(|p| p.token.as_str()));
-        ws.send(Message::text(join))
-            .await
-            .map_err(|e| Failure::Other(format!("send join: {e}")))?;
-        loop {
-            let text = client::next_text(&mut ws).await.map_err(Failure::Other)?;
-            if let Some(joined) = chatsubo::parse_joined(&text) {
-                if let Some(s) = seen.last_mut() {
-                    s.joined = Some(joined.resumed);
-                    s.peer_id.clone_from(&joined.peer_id);
-                }
-                return Ok((ws, joined, token));
-            }
-            if Chatsubo.classify(&text) == Event::Error {
-                return Err(Failure::Other(format!("join refused: {text}")));
-            }
-        }
     }
 
     /// Relays to random room mates and reads until the connection drops or
@@ -811,6 +838,90 @@ impl ClientTask {
             }),
             _ => {}
         }
+    }
+}
+
+/// Connects, reads the welcome (noting the session in `seen`) and joins
+/// `room`, resuming with `token` when there is one. Returns the connection,
+/// the `joined` frame and the welcome's token.
+async fn enter(
+    addr: std::net::SocketAddr,
+    room: &str,
+    token: Option<&str>,
+    seen: &mut Vec<SeenSession>,
+) -> Result<(Ws, JoinedFrame, String), Failure> {
+    let url = format!("ws://{addr}/ws");
+    let mut ws = client::open(addr, &url).await.map_err(|e| {
+        if e.starts_with("connect:") {
+            Failure::Refused
+        } else {
+            Failure::Other(e)
+        }
+    })?;
+    let text = client::next_text(&mut ws).await.map_err(Failure::Other)?;
+    let welcome = chatsubo::parse_welcome(&text).map_err(Failure::Other)?;
+    seen.push(SeenSession {
+        id: welcome.session_id.to_owned(),
+        created_ms: ulid::Ulid::from_string(welcome.session_id)
+            .map_or_else(|_| wall_ms(), |u| u.timestamp_ms()),
+        peer_id: welcome.peer_id.to_owned(),
+        joined: None,
+        closed_ms: None,
+    });
+    let new_token = welcome.resume_token.to_owned();
+    ws.send(Message::text(chatsubo::join_resuming(room, token)))
+        .await
+        .map_err(|e| Failure::Other(format!("send join: {e}")))?;
+    loop {
+        let text = client::next_text(&mut ws).await.map_err(Failure::Other)?;
+        if let Some(joined) = chatsubo::parse_joined(&text) {
+            if let Some(s) = seen.last_mut() {
+                s.joined = Some(joined.resumed);
+                s.peer_id.clone_from(&joined.peer_id);
+            }
+            return Ok((ws, joined, new_token));
+        }
+        if Chatsubo.classify(&text) == Event::Error {
+            return Err(Failure::Other(format!("join refused: {text}")));
+        }
+    }
+}
+
+/// Short sessions again and again (connect, welcome, join, close) in a
+/// room of its own, whether the server is up or not.
+struct Churner {
+    addr: std::net::SocketAddr,
+    room: String,
+    every: Duration,
+    phase: Duration,
+    cancel: CancellationToken,
+}
+
+impl Churner {
+    /// Returns the sessions it was welcomed into, and how many it closed.
+    async fn run(self) -> (Vec<SeenSession>, usize) {
+        let mut seen = Vec::new();
+        let mut closed = 0;
+        let first = tokio::time::Instant::now() + self.phase;
+        let mut tick = tokio::time::interval_at(first, self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let attempt =
+                tokio::time::timeout(JOIN_TIMEOUT, enter(self.addr, &self.room, None, &mut seen))
+                    .await;
+            if let Ok(Ok((ws, _, _))) = attempt {
+                client::close(ws).await;
+                if let Some(s) = seen.last_mut() {
+                    s.closed_ms = Some(wall_ms());
+                }
+                closed += 1;
+            }
+        }
+        (seen, closed)
     }
 }
 
@@ -896,12 +1007,14 @@ struct SessionCheck {
     /// Sessions the clients were welcomed into.
     seen: usize,
     found: usize,
-    /// Missing, welcomed less than the flush window before the next kill (allowed).
+    /// Missing, created less than the flush window before the next kill (allowed).
     missing_in_window: usize,
     /// Missing otherwise (a failure).
     missing_outside: usize,
     /// The largest age at its kill of a missing session (ms).
     oldest_missing_ms: Option<u64>,
+    /// The first few sessions missing outside the window, described.
+    missing_examples: Vec<String>,
     /// Sessions in the store.
     stored: usize,
     /// In the store, never seen by a client (a welcome lost with a kill).
@@ -955,14 +1068,22 @@ fn check_sessions(
                     }
                 }
                 None => {
-                    match kill_after(s.welcomed_ms) {
-                        Some(kill) if kill - s.welcomed_ms < flush_ms => {
+                    match kill_after(s.created_ms) {
+                        Some(kill) if kill - s.created_ms < flush_ms => {
                             check.missing_in_window += 1
                         }
-                        _ => check.missing_outside += 1,
+                        kill => {
+                            check.missing_outside += 1;
+                            if check.missing_examples.len() < 5 {
+                                check.missing_examples.push(format!(
+                                    "{} ({}) created at {} ms, joined {:?}, next kill {:?}",
+                                    s.id, s.peer_id, s.created_ms, s.joined, kill
+                                ));
+                            }
+                        }
                     }
-                    if let Some(kill) = kill_after(s.welcomed_ms) {
-                        let age = kill - s.welcomed_ms;
+                    if let Some(kill) = kill_after(s.created_ms) {
+                        let age = kill - s.created_ms;
                         check.oldest_missing_ms = check.oldest_missing_ms.max(Some(age));
                     }
                 }
@@ -997,8 +1118,8 @@ impl SessionCheck {
     fn judge(&self, report: &mut Report) {
         if self.missing_outside > 0 {
             report.fail(format!(
-                "{} sessions welcomed before the flush window are not in the store",
-                self.missing_outside
+                "{} sessions created before the flush window are not in the store: {:?}",
+                self.missing_outside, self.missing_examples
             ));
         }
         if self.left_open > 0 {
@@ -1028,8 +1149,13 @@ impl SessionCheck {
         report.summary(
             "sessions",
             json!(format!(
-                "{} welcomed, {} in the store, {} missing inside the {flush_ms} ms flush window, {} missing outside it, {} left open",
-                self.seen, self.found, self.missing_in_window, self.missing_outside, self.left_open
+                "{} welcomed, {} in the store, {} missing inside the {flush_ms} ms flush window (the oldest created {} ms before its kill), {} missing outside it, {} left open",
+                self.seen,
+                self.found,
+                self.missing_in_window,
+                self.oldest_missing_ms.map_or("-".into(), |ms| ms.to_string()),
+                self.missing_outside,
+                self.left_open
             )),
         );
         report.summary(
@@ -1065,6 +1191,7 @@ impl SessionCheck {
             "missing_in_flush_window": self.missing_in_window,
             "missing_outside_flush_window": self.missing_outside,
             "oldest_missing_ms": self.oldest_missing_ms,
+            "missing_examples": self.missing_examples,
             "stored": self.stored,
             "store_only": self.store_only,
             "left_open": self.left_open,
@@ -1086,11 +1213,13 @@ struct Graceful {
 }
 
 /// SIGTERM, one more start, the store read again, SIGTERM again.
+/// `in_grace`: places that may still be inside their grace at the stop.
 async fn graceful_restart(
     server: &mut Server,
     spec: &ServerSpec,
     token: &str,
     stored_before: usize,
+    in_grace: usize,
 ) -> Graceful {
     let mut failures = Vec::new();
     let stop = server.terminate(STOP_TIMEOUT).await;
@@ -1126,15 +1255,51 @@ async fn graceful_restart(
         .field("resume_state_restored", "peers")
         .and_then(Value::as_u64);
     let after = read_sessions(spec.addr, token).await;
+    // Only short sessions' rooms may hold a place: every client left.
+    let rooms = http::get(
+        spec.addr,
+        "/api/rooms?active=true",
+        Some(token),
+        Duration::from_secs(10),
+    )
+    .await
+    .and_then(|r| serde_json::from_str::<Value>(&r.body).map_err(|e| e.to_string()));
+    let held: Vec<(String, u64)> = match &rooms {
+        Ok(v) => v["rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["room"].as_str().unwrap_or("").to_owned(),
+                    r["activePeers"].as_u64().unwrap_or(0),
+                )
+            })
+            .filter(|(_, peers)| *peers > 0)
+            .collect(),
+        Err(err) => {
+            failures.push(format!("/api/rooms after the restart: {err}"));
+            Vec::new()
+        }
+    };
+    let clients_held: Vec<&(String, u64)> = held
+        .iter()
+        .filter(|(room, _)| !room.starts_with("chaos-churn-"))
+        .collect();
+    if !clients_held.is_empty() {
+        failures.push(format!(
+            "places of clients that left were restored: {clients_held:?}"
+        ));
+    }
     let second = again.terminate(STOP_TIMEOUT).await;
     if recovered > 0 {
         failures.push(format!(
             "the start after a graceful stop closed {recovered} sessions left open"
         ));
     }
-    if restored != Some(0) {
+    if restored.is_none_or(|r| r > in_grace as u64) {
         failures.push(format!(
-            "the start after everyone left restored {restored:?} peers"
+            "the start after everyone left restored {restored:?} peers (at most {in_grace} short sessions cut by a kill or closed less than a flush window before it were inside their grace)"
         ));
     }
     let (count, open) = match &after {
@@ -1157,7 +1322,7 @@ async fn graceful_restart(
     }
     Graceful {
         summary: format!(
-            "stop: {first_exit}; start ready in {} ms, {recovered} sessions recovered, {} peers restored; {count} sessions ({open} open) after, {stored_before} before",
+            "stop: {first_exit}; start ready in {} ms, {recovered} sessions recovered, {} peers restored (at most {in_grace} could be: short sessions cut by a kill or closed less than a flush window before it, inside their grace); {count} sessions ({open} open) after, {stored_before} before",
             ready.as_millis(),
             restored.map_or("?".into(), |r| r.to_string())
         ),
@@ -1166,6 +1331,8 @@ async fn graceful_restart(
             "ready_ms": ready.as_millis() as u64,
             "recovered_sessions": recovered,
             "restored_peers": restored,
+            "places_possibly_in_grace": in_grace,
+            "rooms_with_places": held,
             "sessions_before": stored_before,
             "sessions_after": count,
             "open_after": open,
@@ -1182,9 +1349,10 @@ mod tests {
     fn seen(id: &str, at: u64, joined: Option<bool>) -> SeenSession {
         SeenSession {
             id: id.into(),
-            welcomed_ms: at,
+            created_ms: at,
             peer_id: "p_1".into(),
             joined,
+            closed_ms: None,
         }
     }
 
