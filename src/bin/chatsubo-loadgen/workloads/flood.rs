@@ -211,14 +211,16 @@ pub async fn run(base: Arc<Target>, args: FloodArgs) -> Report {
     };
     let running = relay::start(target.clone(), quiet, "quiet").await;
     let _ = window_tx.send(Some(running.window(1)));
-    let drain_ns = (args.drain_secs * 1e9) as u64;
+    // Each phase's counters from its start to the middle of its drain (the
+    // flood starts as the quiet phase's drain ends).
+    let half_drain_ns = (args.drain_secs * 0.5e9) as u64;
     let scrapes = async {
         let mut out = Vec::new();
         for phase in 0..2 {
             let (from, to) = running.window(phase);
             sleep_until_ns(from).await;
             let before = server_counters(spec.addr).await;
-            sleep_until_ns(to + drain_ns).await;
+            sleep_until_ns(to + half_drain_ns).await;
             out.push((before, server_counters(spec.addr).await));
         }
         out
@@ -286,12 +288,13 @@ pub async fn run(base: Arc<Target>, args: FloodArgs) -> Report {
     report.summary(
         "flooding room (10 peers, flood phase)",
         json!(format!(
-            "{} sent ({:.0}/s), {} RATE_LIMITED, {} kicked with 1008 (server: {}), {} reconnects, {} relays received",
+            "{} sent ({:.0}/s), {} RATE_LIMITED, {} closed with 1008 (server: {} for rate-limit abuse, {} too slow to read), {} reconnects, {} relays received",
             flood["sent"],
             flood["sent"].as_f64().unwrap_or(0.0) / args.phase_secs,
             flood["rate_limited"],
             flood["kicked"],
             server_phase(1, "kicked_rate_limit"),
+            server_phase(1, "kicked_slow_consumer"),
             flood["reconnects"],
             flood["relays_received"],
         )),
@@ -305,8 +308,14 @@ pub async fn run(base: Arc<Target>, args: FloodArgs) -> Report {
         )),
     );
     report.summary(
-        "stored events dropped (analytics queue full), flood phase",
-        json!(server_phase(1, "analytics_dropped")),
+        "analytics events written (dropped), quiet → flood",
+        json!(format!(
+            "{} ({}) → {} ({})",
+            server_phase(0, "analytics_written"),
+            server_phase(0, "analytics_dropped"),
+            server_phase(1, "analytics_written"),
+            server_phase(1, "analytics_dropped")
+        )),
     );
     report.set("p99_ratio", json!(p99));
     report.set("p50_ratio", json!(p50));
