@@ -137,9 +137,9 @@ impl Store for SledStore {
         self.with(|e| Ok(e.tree(tree).get(key)?.map(|v| v.to_vec())))
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut per_tree: Vec<(Tree, sled::Batch)> = Vec::new();
-        for op in batch.ops {
+        for op in &batch.ops {
             let tree = match &op {
                 Op::Put(t, ..) | Op::Delete(t, _) => *t,
             };
@@ -151,8 +151,8 @@ impl Store for SledStore {
                 }
             };
             match op {
-                Op::Put(_, k, v) => per_tree[index].1.insert(k, v),
-                Op::Delete(_, k) => per_tree[index].1.remove(k),
+                Op::Put(_, k, v) => per_tree[index].1.insert(k.as_slice(), v.as_slice()),
+                Op::Delete(_, k) => per_tree[index].1.remove(k.as_slice()),
             }
         }
         self.with(|e| {

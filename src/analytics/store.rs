@@ -120,7 +120,7 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies a batch of writes.
-    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Visits the keys in `[from, to]` (bounds as given), ascending or
     /// descending, until `visit` returns `false`.
