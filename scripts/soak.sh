@@ -60,7 +60,10 @@ for _ in $(seq 100); do
 done
 
 LOADGEN=(taskset -c "$LG_CPU" target/release/chatsubo-loadgen --addr "127.0.0.1:$PORT" --server-pid "$SERVER")
-"${LOADGEN[@]}" --json "$OUT/relay.json" relay --rates "$RATE" --step-secs "$SECS" \
+# One step a minute, so that the table shows when anything went wrong (each
+# step ends with 1 s in which the last relays arrive and nothing is sent).
+RATES=$(yes "$RATE" | head -n "$MINUTES" | paste -sd, -)
+"${LOADGEN[@]}" --json "$OUT/relay.json" relay --rates "$RATES" --step-secs 59 --drain-secs 1 \
   > "$OUT/relay.txt" 2>&1 &
 PIDS+=($!)
 if [ "$CHURN_WORKERS" -gt 0 ]; then
@@ -107,9 +110,14 @@ rows = list(csv.DictReader(open(f"{out}/samples.csv")))
 first = next(r for r in rows if int(r["secs"]) >= 60)
 last = rows[-1]
 relay = json.load(open(f"{out}/relay.json"))
-step = relay["results"][0]
-delivered = step["delivered_ratio"]
-print(f"relays: {step['sent']} sent, {step['delivered']} delivered; latency ms {step['latency_ms']}; server {step['server_cpu_us_per_msg']:.1f} µs/msg")
+steps = relay["results"]
+sent = sum(s["sent"] for s in steps)
+got = sum(s["delivered"] for s in steps)
+delivered = got / sent if sent else 0.0
+worst = max(steps, key=lambda s: s["latency_ms"]["p999"])
+print(f"relays: {sent} sent, {got} delivered in {len(steps)} one-minute steps")
+print("p99 ms by minute: " + " ".join(f"{s['latency_ms']['p99']:.1f}" for s in steps))
+print(f"worst minute: #{steps.index(worst) + 1}, p99 {worst['latency_ms']['p99']:.1f} ms, p99.9 {worst['latency_ms']['p999']:.1f} ms, max {worst['latency_ms']['max']:.1f} ms")
 counters = [k for k in rows[0] if k.endswith("_total") or k == "analytics_dropped"]
 bad = {k: int(last[k]) for k in counters if k != "chatsubo_storage_errors_total" and int(last[k]) > 0}
 rss_growth = int(last["rss_kb"]) / int(first["rss_kb"]) - 1
