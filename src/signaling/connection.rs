@@ -116,6 +116,8 @@ struct Connection {
     /// Its OpenTelemetry context, when relay spans are exported: the parent
     /// of relays that bring no `traceparent`.
     span_context: Option<SpanContext>,
+    /// Set by a rate-limit strike: how long to leave the socket unread.
+    read_pause: Option<Duration>,
 }
 
 impl Connection {
@@ -147,6 +149,7 @@ impl Connection {
         Connection {
             span,
             span_context,
+            read_pause: None,
             throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
             hub,
             id,
@@ -242,6 +245,10 @@ impl Connection {
         // itself under a lock for every message.
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         let mut stopped = std::pin::pin!(stop.stopped());
+        // After a rate-limit strike the socket is left unread for a moment
+        // (see `Verdict::Limited`); writes and pings go on meanwhile.
+        let mut paused = false;
+        let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             tokio::select! {
                 biased;
@@ -272,7 +279,8 @@ impl Connection {
                         _ = tokio::time::sleep(2 * interval) => return End::Timeout,
                     }
                 }
-                read = ws.next() => {
+                _ = &mut read_pause, if paused => paused = false,
+                read = ws.next(), if !paused => {
                     let message = match read {
                         None => return End::Disconnected,
                         Some(Err(err)) => return self.read_error(ws, err).await,
@@ -292,6 +300,10 @@ impl Connection {
                         }
                         Message::Close(_) => return End::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                    if let Some(pause) = self.read_pause.take() {
+                        read_pause.as_mut().reset(tokio::time::Instant::now() + pause);
+                        paused = true;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -439,7 +451,8 @@ impl Connection {
     fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
         match self.throttle.check() {
             Verdict::Allow => Ok(true),
-            Verdict::Limited => {
+            Verdict::Limited(pause) => {
+                self.read_pause = Some(pause);
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
                     format!(
