@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use chatsubo::Config;
@@ -69,8 +68,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = chatsubo::server::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     chatsubo::run(listener, config, shutdown_signal()).await
 }

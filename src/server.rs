@@ -3,6 +3,7 @@
 //! and an orderly shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::writer::StatusSink;
@@ -38,6 +39,26 @@ const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type:
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often spent resume tokens are swept.
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Connections the kernel completes and holds for the accept loop before
+/// it drops new ones (capped by `net.core.somaxconn`, 4096 by default).
+/// `TcpListener::bind` asks for 128, which a reconnect storm overflows:
+/// after a restart every client comes back at once while the store is
+/// opened and the places restored, before the first accept, and a dropped
+/// SYN is only sent again by the client's kernel 1 s later (then 3 s).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket as `TcpListener::bind` does (`SO_REUSEADDR`,
+/// so a restarted server gets its port back at once), with a backlog of
+/// [`LISTEN_BACKLOG`]. Call inside the runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves on `listener` until `shutdown` completes, then closes every
 /// connection as the contract says (`SERVER_SHUTTING_DOWN`, close 1001),

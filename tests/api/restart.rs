@@ -541,3 +541,36 @@ async fn a_graceful_restart_inside_the_grace_is_invisible_to_the_room() {
 async fn a_kill_and_restart_inside_the_grace_is_invisible_to_the_room() {
     restart_inside_the_grace_is_invisible(true).await;
 }
+
+/// After a restart every client comes back at once, before the server
+/// accepts anything (it opens the store and restores the places first):
+/// the listener's queue must hold them all. With tokio's default backlog
+/// (128) the rest had their SYN dropped and waited 1 s for the retry.
+#[tokio::test]
+async fn the_listener_holds_a_reconnect_storm_until_the_first_accept() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let storm = somaxconn.min(1000);
+    assert!(
+        storm > 256,
+        "net.core.somaxconn is {somaxconn}: too small to tell the backlog"
+    );
+    let listener = chatsubo::server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = listener.local_addr().unwrap();
+    // Nothing accepts: every handshake must complete in the kernel's queue.
+    let connects = (0..storm).map(|_| {
+        tokio::time::timeout(
+            Duration::from_millis(700),
+            tokio::net::TcpStream::connect(addr),
+        )
+    });
+    let results = futures_util::future::join_all(connects).await;
+    let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(
+        connected, storm,
+        "only {connected} of {storm} connections were queued within 700 ms"
+    );
+    drop(listener);
+}

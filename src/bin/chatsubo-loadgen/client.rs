@@ -45,6 +45,23 @@ pub fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// The instant `ns` nanoseconds after [`epoch`].
+pub fn at_ns(ns: u64) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(epoch() + Duration::from_nanos(ns))
+}
+
+/// Sleeps until `ns` nanoseconds after [`epoch`].
+pub async fn sleep_until_ns(ns: u64) {
+    tokio::time::sleep_until(at_ns(ns)).await;
+}
+
+/// Unix milliseconds now (the server's clock is the same machine's).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A connection that is in its room.
 pub struct Joined {
     pub ws: Ws,
@@ -121,7 +138,7 @@ async fn join_inner(
 }
 
 /// The next text frame (pings are answered by tungstenite on the next read).
-async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, String> {
+pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text),

@@ -1,14 +1,18 @@
-//! `chatsubo-loadgen`: the load generator of issue 7. It speaks Chatsubo's
-//! protocol and, for side-by-side runs, matchbox_server's and
+//! `chatsubo-loadgen`: the load generator of issues 7 and 8. It speaks
+//! Chatsubo's protocol and, for side-by-side runs, matchbox_server's and
 //! peerjs-server's, and runs one workload (idle, relay or churn) against a
-//! server on this machine, printing a table and writing JSON.
+//! server on this machine, or one that starts its own Chatsubo server
+//! (chaos: kill -9 cycles; flood: one room flooding), printing a table and
+//! writing JSON. It exits non-zero when a workload's hard expectation fails.
 //!
 //! It is built to run on one core (`taskset -c 1`): a current-thread
 //! runtime, Nagle off, relays fed and flushed in batches per socket.
 
 mod client;
+mod http;
 mod protocols;
 mod report;
+mod server;
 mod stats;
 mod workloads;
 
@@ -56,6 +60,10 @@ enum Workload {
     Relay(workloads::relay::RelayArgs),
     /// Connect, welcome, join, close, repeated by many workers.
     Churn(workloads::churn::ChurnArgs),
+    /// kill -9 cycles of its own server under load; resumes and the store checked.
+    Chaos(workloads::chaos::ChaosArgs),
+    /// One room floods, the others relay; their latency in both phases.
+    Flood(workloads::flood::FloodArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,15 +106,30 @@ fn main() -> ExitCode {
     };
     let runtime = runtime.expect("tokio runtime");
     let workload = args.workload;
-    let mut report = runtime.block_on(async move {
-        match workload {
-            Workload::Idle(w) => workloads::idle::run(target, w).await,
-            Workload::Relay(w) => workloads::relay::run(target, w).await,
-            Workload::Churn(w) => workloads::churn::run(target, w).await,
+    let report = runtime.block_on(async move {
+        let run = async move {
+            match workload {
+                Workload::Idle(w) => workloads::idle::run(target, w).await,
+                Workload::Relay(w) => workloads::relay::run(target, w).await,
+                Workload::Churn(w) => workloads::churn::run(target, w).await,
+                Workload::Chaos(w) => workloads::chaos::run(target, w).await,
+                Workload::Flood(w) => workloads::flood::run(target, w).await,
+            }
+        };
+        // Interrupted, the workload is dropped: a server it started is killed.
+        tokio::select! {
+            report = run => Some(report),
+            signal = stop_signal() => {
+                eprintln!("chatsubo-loadgen: {signal}: stopping");
+                None
+            }
         }
     });
     // Drop the connections' tasks before reporting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let Some(mut report) = report else {
+        return ExitCode::from(130);
+    };
     report.set("loadgen_threads", serde_json::json!(args.threads));
     report.print_table();
     if let Some(path) = &args.json {
@@ -116,5 +139,24 @@ fn main() -> ExitCode {
         }
         println!("  JSON: {}", path.display());
     }
-    ExitCode::SUCCESS
+    if report.failures().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// SIGINT or SIGTERM, by name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

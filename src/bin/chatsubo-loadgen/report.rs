@@ -50,6 +50,32 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// Adds a line to the summary printed under the table (and kept in the
+    /// JSON as `summary`).
+    pub fn summary(&mut self, label: &str, value: Value) {
+        let list = self.meta.entry("summary").or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            list.push(json!([label, value]));
+        }
+    }
+
+    /// Records a hard expectation that failed: the run exits non-zero.
+    pub fn fail(&mut self, why: String) {
+        let list = self.meta.entry("failures").or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            list.push(json!(why));
+        }
+    }
+
+    /// The hard expectations that failed.
+    pub fn failures(&self) -> Vec<&str> {
+        self.meta
+            .get("failures")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
     pub fn to_json(&self) -> Value {
         let mut doc = self.meta.clone();
         doc.insert("results".into(), Value::Array(self.rows.clone()));
@@ -76,6 +102,38 @@ impl Report {
                 ("RSS before MB", "/server_rss_before_bytes"),
                 ("RSS after MB", "/server_rss_after_bytes"),
                 ("KB/conn", "/server_bytes_per_connection"),
+            ],
+            "chaos" => &[
+                ("cycle", "/cycle"),
+                ("start fails", "/start_failures"),
+                ("ready ms", "/ready_ms"),
+                ("all back ms", "/all_back_ms"),
+                ("resumed", "/resumed"),
+                ("fresh", "/fresh"),
+                ("not back", "/not_back"),
+                ("reconn p50 ms", "/reconnect_ms/p50"),
+                ("reconn p99 ms", "/reconnect_ms/p99"),
+                ("peer-joined", "/peer_joined"),
+                ("peer-left", "/peer_left"),
+                ("errors", "/errors"),
+                ("recovered", "/recovered_sessions"),
+                ("restored", "/restored_peers"),
+                ("relayed", "/received"),
+            ],
+            "flood" => &[
+                ("phase", "/phase"),
+                ("sent/s", "/send_rate"),
+                ("delivered", "/delivered_ratio"),
+                ("p50 ms", "/latency_ms/p50"),
+                ("p99 ms", "/latency_ms/p99"),
+                ("p99.9 ms", "/latency_ms/p999"),
+                ("srv cores", "/server_cpu_cores"),
+                ("lg cores", "/loadgen_cpu_cores"),
+                ("lag p99 ms", "/send_lag_ms/p99"),
+                ("flood sent", "/flood/sent"),
+                ("limited", "/flood/rate_limited"),
+                ("kicked", "/flood/kicked"),
+                ("errors", "/errors"),
             ],
             "relay" => &[
                 ("rate/s", "/rate"),
@@ -140,6 +198,18 @@ impl Report {
         line(columns.iter().map(|(t, _)| (*t).to_owned()).collect());
         for row in cells {
             line(row);
+        }
+        let summary = self.meta.get("summary").and_then(Value::as_array);
+        for item in summary.into_iter().flatten() {
+            let label = item[0].as_str().unwrap_or("");
+            let value = match &item[1] {
+                Value::String(s) => s.clone(),
+                other => cell("", Some(other)),
+            };
+            println!("  {label}: {value}");
+        }
+        for why in self.failures() {
+            println!("  FAILED: {why}");
         }
     }
 }

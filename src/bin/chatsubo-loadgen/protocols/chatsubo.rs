@@ -1,5 +1,7 @@
 //! Chatsubo's protocol (docs/protocol.md): `GET /ws`, a `welcome` first, a
 //! `join` message answered by `joined`, relays as `ice-candidate` with `to`.
+//! Also the parts only Chatsubo has, for the chaos and flood workloads:
+//! session ids, resume tokens, `resumed`, and who joined or left.
 
 use std::net::SocketAddr;
 
@@ -27,7 +29,7 @@ impl Protocol for Chatsubo {
     }
 
     fn join_message(&self, room: &str) -> Option<String> {
-        Some(format!(r#"{{"type":"join","room":"{room}"}}"#))
+        Some(join_resuming(room, None))
     }
 
     fn write_relay(&self, to: &str, data: &str, out: &mut String) {
@@ -72,6 +74,73 @@ impl Protocol for Chatsubo {
     fn join_note(&self) -> &'static str {
         "join is its own round trip after the welcome"
     }
+}
+
+/// What a `welcome` tells the client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Welcome<'a> {
+    pub peer_id: &'a str,
+    pub session_id: &'a str,
+    pub resume_token: &'a str,
+}
+
+/// Reads a `welcome` frame.
+pub fn parse_welcome(text: &str) -> Result<Welcome<'_>, String> {
+    if !text.starts_with(r#"{"type":"welcome""#) {
+        return Err(format!("expected welcome, got {}", clip(text)));
+    }
+    let field = |name: &str| {
+        string_field(text, name).ok_or_else(|| format!("welcome without {name}: {}", clip(text)))
+    };
+    Ok(Welcome {
+        peer_id: field("peerId")?,
+        session_id: field("sessionId")?,
+        resume_token: field("resumeToken")?,
+    })
+}
+
+/// A `join` of `room`, resuming with `resume_token` when there is one.
+pub fn join_resuming(room: &str, resume_token: Option<&str>) -> String {
+    match resume_token {
+        Some(token) => format!(r#"{{"type":"join","room":"{room}","resumeToken":"{token}"}}"#),
+        None => format!(r#"{{"type":"join","room":"{room}"}}"#),
+    }
+}
+
+/// What a `joined` frame tells the client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct JoinedFrame {
+    pub peer_id: String,
+    pub resumed: bool,
+    /// The peer ids already in the room.
+    pub peers: Vec<String>,
+}
+
+/// Reads a `joined` frame (`None` for any other frame).
+pub fn parse_joined(text: &str) -> Option<JoinedFrame> {
+    if !text.starts_with(r#"{"type":"joined""#) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(JoinedFrame {
+        peer_id: v["peerId"].as_str()?.to_owned(),
+        resumed: v["resumed"].as_bool()?,
+        peers: v["peers"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["peerId"].as_str().map(str::to_owned))
+            .collect(),
+    })
+}
+
+/// The peer a `peer-joined` or `peer-left` frame is about.
+pub fn member_of(text: &str) -> Option<&str> {
+    string_field(text, "peerId")
+}
+
+/// The `code` of an `error` frame.
+pub fn error_code(text: &str) -> Option<&str> {
+    string_field(text, "code")
 }
 
 /// Members listed in a `joined` frame.
@@ -120,5 +189,46 @@ mod tests {
         let mut out = String::new();
         p.write_relay("p_2", r#"{"a":1}"#, &mut out);
         assert_eq!(out, r#"{"type":"ice-candidate","to":"p_2","data":{"a":1}}"#);
+    }
+
+    #[test]
+    fn reads_sessions_tokens_and_resumes() {
+        let w = parse_welcome(
+            r#"{"type":"welcome","peerId":"p_1","sessionId":"01J","resumeToken":"a.b","heartbeatIntervalMs":15000,"maxRoomSize":10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            Welcome {
+                peer_id: "p_1",
+                session_id: "01J",
+                resume_token: "a.b"
+            }
+        );
+        assert!(parse_welcome(r#"{"type":"welcome","peerId":"p_1"}"#).is_err());
+        assert_eq!(
+            join_resuming("r", Some("a.b")),
+            r#"{"type":"join","room":"r","resumeToken":"a.b"}"#
+        );
+        assert_eq!(join_resuming("r", None), r#"{"type":"join","room":"r"}"#);
+        assert_eq!(
+            parse_joined(
+                r#"{"type":"joined","room":"r","peerId":"p_1","peers":[{"peerId":"p_2","displayName":null}],"resumed":true}"#
+            ),
+            Some(JoinedFrame {
+                peer_id: "p_1".into(),
+                resumed: true,
+                peers: vec!["p_2".into()]
+            })
+        );
+        assert_eq!(parse_joined(r#"{"type":"peer-joined","peerId":"p"}"#), None);
+        assert_eq!(
+            member_of(r#"{"type":"peer-left","peerId":"p_3","reason":"kicked"}"#),
+            Some("p_3")
+        );
+        assert_eq!(
+            error_code(r#"{"type":"error","code":"RATE_LIMITED","message":"x","ref":"offer"}"#),
+            Some("RATE_LIMITED")
+        );
     }
 }

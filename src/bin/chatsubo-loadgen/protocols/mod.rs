@@ -5,7 +5,7 @@
 //! The workloads only ever talk to a [`Protocol`]; adding a server is one
 //! more file here.
 
-mod chatsubo;
+pub mod chatsubo;
 mod matchbox;
 mod peerjs;
 

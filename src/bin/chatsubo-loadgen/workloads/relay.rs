@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{Rng, Target, keepalive_tick, keepalive_timer, room_name, send_keepalive};
-use crate::client::{self, Ws, connect_and_join, epoch, now_ns, read_stamp, write_payload};
+use crate::client::{
+    self, Ws, at_ns, connect_and_join, now_ns, read_stamp, sleep_until_ns, write_payload,
+};
 use crate::protocols::Event;
 use crate::report::Report;
 use crate::stats::{self, Proc};
@@ -88,7 +90,26 @@ struct Shared {
     dropped: AtomicUsize,
 }
 
-pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
+/// A relay run under way: every peer connected and joined, the schedule
+/// fixed. [`run`] measures it step by step; the flood workload adds its
+/// flooding room to one.
+pub struct Running {
+    target: Arc<Target>,
+    args: RelayArgs,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+    /// Send start, send end and drain end of each step, in ns since the epoch.
+    windows: Vec<(u64, u64, u64)>,
+    total: usize,
+    joined: usize,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+/// Connects and joins every peer (in rooms `<prefix>-0`, `<prefix>-1`…),
+/// then fixes the schedule: the first step starts `settle_secs` later.
+pub async fn start(target: Arc<Target>, args: RelayArgs, prefix: &str) -> Running {
     let size = args.room_size.max(1);
     let total = args.rooms * size;
     let shared = Arc::new(Shared {
@@ -114,7 +135,8 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
     for i in 0..total {
         let peer = PeerTask {
             target: target.clone(),
-            room: i / size,
+            room: room_name(prefix, i / size),
+            room_index: i / size,
             position: i % size,
             index: i,
             shared: shared.clone(),
@@ -172,72 +194,105 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
         payload_bytes: args.payload_bytes,
     });
     let _ = plan_tx.send(Some(plan));
+    Running {
+        target,
+        args,
+        shared,
+        tasks,
+        cancel,
+        windows,
+        total,
+        joined,
+        failed,
+        first_error,
+    }
+}
 
-    let mut rows = Vec::new();
-    for (i, (from, send_end, to)) in windows.into_iter().enumerate() {
-        sleep_until_ns(from).await;
-        let errors_before = shared.errors.load(Ordering::Relaxed);
-        let (server_before, me_before) = (target.server_sample(), Proc::Myself.sample());
-        sleep_until_ns(send_end).await;
-        // Cores are a share of the sending time; CPU per message also
-        // counts the drain, where the last messages are still handled.
-        let (server_sending, me_sending) = (target.server_sample(), Proc::Myself.sample());
-        sleep_until_ns(to).await;
-        let (server_after, me_after) = (target.server_sample(), Proc::Myself.sample());
-        let errors = shared.errors.load(Ordering::Relaxed) - errors_before;
-        let (sent, received, latency, lag) = {
-            let steps = shared.steps.lock().unwrap();
-            let s = &steps[i];
-            (s.sent, s.received, s.latency.clone(), s.lag.clone())
-        };
-        let rate = args.rates[i];
-        let row = json!({
-            "rate": rate,
-            "sent": sent,
-            "send_rate": sent as f64 / args.step_secs,
-            "delivered": received,
-            "delivered_ratio": if sent > 0 { received as f64 / sent as f64 } else { 0.0 },
-            "latency_ms": stats::summary_ms(&latency),
-            "send_lag_ms": stats::summary_ms(&lag),
-            "errors": errors,
-            "server_cpu_us_per_msg": match (server_before, server_after) {
-                (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
-                _ => None,
-            },
-            "server_cpu_cores": match (server_before, server_sending) {
-                (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
-                _ => None,
-            },
-            "server_rss_bytes": server_after.map(|s| s.rss),
-            "loadgen_cpu_cores": match (me_before, me_sending) {
-                (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
-                _ => None,
-            },
-            "loadgen_cpu_us_per_msg": match (me_before, me_after) {
-                (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
-                _ => None,
-            },
-            "dropped_connections": shared.dropped.load(Ordering::Relaxed),
-        });
-        eprintln!(
-            "  relay: step {rate}/s: sent {sent}, delivered {received}, p99 {} ms, server {} µs/msg",
-            row["latency_ms"]["p99"], row["server_cpu_us_per_msg"]
-        );
-        rows.push(row);
+impl Running {
+    /// When step `i` sends: its start and end, in ns since the epoch.
+    pub fn window(&self, i: usize) -> (u64, u64) {
+        let (from, to, _) = self.windows[i];
+        (from, to)
     }
 
-    cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
+    /// Waits out every step and returns one row of results per step.
+    pub async fn measure(&self) -> Vec<Value> {
+        let (target, args, shared) = (&self.target, &self.args, &self.shared);
+        let mut rows = Vec::new();
+        for (i, &(from, send_end, to)) in self.windows.iter().enumerate() {
+            sleep_until_ns(from).await;
+            let errors_before = shared.errors.load(Ordering::Relaxed);
+            let (server_before, me_before) = (target.server_sample(), Proc::Myself.sample());
+            sleep_until_ns(send_end).await;
+            // Cores are a share of the sending time; CPU per message also
+            // counts the drain, where the last messages are still handled.
+            let (server_sending, me_sending) = (target.server_sample(), Proc::Myself.sample());
+            sleep_until_ns(to).await;
+            let (server_after, me_after) = (target.server_sample(), Proc::Myself.sample());
+            let errors = shared.errors.load(Ordering::Relaxed) - errors_before;
+            let (sent, received, latency, lag) = {
+                let steps = shared.steps.lock().unwrap();
+                let s = &steps[i];
+                (s.sent, s.received, s.latency.clone(), s.lag.clone())
+            };
+            let rate = args.rates[i];
+            let row = json!({
+                "rate": rate,
+                "sent": sent,
+                "send_rate": sent as f64 / args.step_secs,
+                "delivered": received,
+                "delivered_ratio": if sent > 0 { received as f64 / sent as f64 } else { 0.0 },
+                "latency_ms": stats::summary_ms(&latency),
+                "send_lag_ms": stats::summary_ms(&lag),
+                "errors": errors,
+                "server_cpu_us_per_msg": match (server_before, server_after) {
+                    (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
+                    _ => None,
+                },
+                "server_cpu_cores": match (server_before, server_sending) {
+                    (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
+                    _ => None,
+                },
+                "server_rss_bytes": server_after.map(|s| s.rss),
+                "loadgen_cpu_cores": match (me_before, me_sending) {
+                    (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
+                    _ => None,
+                },
+                "loadgen_cpu_us_per_msg": match (me_before, me_after) {
+                    (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
+                    _ => None,
+                },
+                "dropped_connections": shared.dropped.load(Ordering::Relaxed),
+            });
+            eprintln!(
+                "  relay: step {rate}/s: sent {sent}, delivered {received}, p99 {} ms, server {} µs/msg",
+                row["latency_ms"]["p99"], row["server_cpu_us_per_msg"]
+            );
+            rows.push(row);
+        }
+        rows
+    }
 
+    /// Closes every connection and notes who joined in `report`.
+    pub async fn finish(mut self, report: &mut Report) {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        report.set("peers", json!(self.total));
+        report.set("joined", json!(self.joined));
+        report.set("join_failed", json!(self.failed));
+        report.set("first_error", json!(self.first_error));
+    }
+}
+
+pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
+    let running = start(target.clone(), args.clone(), "relay").await;
+    let rows = running.measure().await;
     let mut report = Report::new("relay", &target, json_args(&args));
-    report.set("peers", json!(total));
-    report.set("joined", json!(joined));
-    report.set("join_failed", json!(failed));
-    report.set("first_error", json!(first_error));
+    running.finish(&mut report).await;
     for row in rows {
         report.push(row);
     }
@@ -246,14 +301,6 @@ pub async fn run(target: Arc<Target>, args: RelayArgs) -> Report {
 
 fn secs_ns(secs: f64) -> u64 {
     (secs * 1e9) as u64
-}
-
-async fn sleep_until_ns(ns: u64) {
-    tokio::time::sleep_until(at_ns(ns)).await;
-}
-
-fn at_ns(ns: u64) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(epoch() + Duration::from_nanos(ns))
 }
 
 fn json_args(args: &RelayArgs) -> Value {
@@ -270,7 +317,8 @@ fn json_args(args: &RelayArgs) -> Value {
 /// One peer of the relay workload.
 struct PeerTask {
     target: Arc<Target>,
-    room: usize,
+    room: String,
+    room_index: usize,
     position: usize,
     index: usize,
     shared: Arc<Shared>,
@@ -287,10 +335,9 @@ impl PeerTask {
         mut plan_rx: watch::Receiver<Option<Arc<Plan>>>,
     ) {
         let protocol = self.target.protocol.clone();
-        let room = room_name("relay", self.room);
         let key = self.target.key(self.index as u64);
         let permit = gate.acquire_owned().await.expect("gate open");
-        let joined = connect_and_join(protocol.as_ref(), self.target.addr, &room, &key).await;
+        let joined = connect_and_join(protocol.as_ref(), self.target.addr, &self.room, &key).await;
         drop(permit);
         let mut ws = match joined {
             Ok(j) => {
@@ -332,7 +379,7 @@ impl PeerTask {
         keepalive: &mut Option<(&'static str, tokio::time::Interval)>,
     ) -> bool {
         let protocol = self.target.protocol.as_ref();
-        let mates: Vec<&str> = plan.rooms[self.room]
+        let mates: Vec<&str> = plan.rooms[self.room_index]
             .iter()
             .enumerate()
             .filter(|(pos, _)| *pos != self.position)
