@@ -76,9 +76,13 @@ pub async fn run(
         flush_every_ms: config.flush_interval_ms,
     };
     let dir = config.data_dir.clone();
-    let (store, _recovered) = tokio::task::spawn_blocking(move || analytics::open(&dir, &options))
+    let opened = tokio::task::spawn_blocking(move || analytics::open_or_defer(&dir, &options))
         .await
         .context("the store-opening task failed")??;
+    let (store, open_now) = match opened {
+        analytics::Opened::Now(store, _recovered) => (store, true),
+        analytics::Opened::Later(store) => (store, false),
+    };
     let (recorder, queue) = Recorder::new(config.analytics_queue as usize, metrics.clone());
     let hub = Hub::with_analytics(
         config.clone(),
@@ -90,7 +94,16 @@ pub async fn run(
         let hub = hub.clone();
         Arc::new(move |ok| hub.set_storage_ok(ok))
     };
-    restore_places(&hub, &store).await;
+    if open_now {
+        restore_places(&hub, &store).await;
+    } else {
+        metrics.storage_errors.inc();
+        hub.set_storage_ok(false);
+        tracing::warn!(
+            event = "resume_state_not_restored",
+            "the store could not be read at start: peers of the previous run cannot resume"
+        );
+    }
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(
         AnalyticsWriter::new(store.clone(), metrics.clone(), status.clone())

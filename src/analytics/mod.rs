@@ -3,6 +3,7 @@
 //! through a [`Recorder`] (never waiting); the [`AnalyticsWriter`] task
 //! applies them in batches; the queries in [`query`] read the store.
 
+pub mod deferred;
 pub mod event;
 pub mod keys;
 pub mod query;
@@ -55,4 +56,44 @@ pub fn open(
         );
     }
     Ok((Arc::new(store), recovered))
+}
+
+/// How the store came up at start.
+pub enum Opened {
+    /// Open, with what recovery found.
+    Now(Arc<dyn Store>, recovery::Recovered),
+    /// The directory could not be used (an I/O error: read-only, full, not
+    /// writable): signaling starts without it and it opens when it can.
+    Later(Arc<dyn Store>),
+}
+
+/// Opens the store like [`open`]; an I/O error gives a store that opens
+/// later instead of failing. Anything else (a store from a newer chatsubo,
+/// corruption) still fails.
+pub fn open_or_defer(dir: &Path, options: &SledOptions) -> anyhow::Result<Opened> {
+    match open(dir, options) {
+        Ok((store, recovered)) => Ok(Opened::Now(store, recovered)),
+        Err(err) if is_io(&err) => {
+            tracing::error!(
+                event = "storage_error",
+                cause = ?err,
+                "the session store cannot be opened; serving without it until it can"
+            );
+            let (dir, options) = (dir.to_path_buf(), options.clone());
+            Ok(Opened::Later(Arc::new(deferred::DeferredStore::new(
+                move || open(&dir, &options).map(|(store, _)| store),
+            ))))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether `err` comes from the file system (not from what the store holds).
+fn is_io(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<std::io::Error>()
+            || cause
+                .downcast_ref::<sled::Error>()
+                .is_some_and(|e| matches!(e, sled::Error::Io(_)))
+    })
 }

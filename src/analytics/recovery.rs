@@ -85,12 +85,12 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
             }
             batch.delete(Tree::Open, key);
         }
-        store.apply(batch).context("closing sessions left open")?;
+        store.apply(&batch).context("closing sessions left open")?;
     }
     let mut batch = Batch::default();
     batch.delete(Tree::Meta, CLEAN_KEY);
     batch.put(Tree::Meta, ALIVE_KEY, now_ms().to_be_bytes());
-    store.apply(batch).context("arming the liveness markers")?;
+    store.apply(&batch).context("arming the liveness markers")?;
     store.flush().context("flushing the recovered store")?;
     Ok(Recovered {
         closed,
@@ -103,7 +103,7 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
 pub fn mark_alive(store: &dyn Store, at_ms: u64) -> anyhow::Result<()> {
     let mut batch = Batch::default();
     batch.put(Tree::Meta, ALIVE_KEY, at_ms.to_be_bytes());
-    store.apply(batch).context("writing the alive marker")?;
+    store.apply(&batch).context("writing the alive marker")?;
     store.flush().context("flushing the alive marker")
 }
 
@@ -113,7 +113,7 @@ pub fn mark_clean(store: &dyn Store, at_ms: u64) -> anyhow::Result<()> {
     batch.put(Tree::Meta, ALIVE_KEY, at_ms.to_be_bytes());
     batch.put(Tree::Meta, CLEAN_KEY, at_ms.to_be_bytes());
     store
-        .apply(batch)
+        .apply(&batch)
         .context("writing the clean-shutdown marker")?;
     store.flush().context("flushing the clean-shutdown marker")
 }

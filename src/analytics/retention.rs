@@ -151,7 +151,7 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
             swept.buckets < 2 * CHUNK
         },
     )?;
-    store.apply(batch).context("deleting expired analytics")?;
+    store.apply(&batch).context("deleting expired analytics")?;
     Ok(swept)
 }
 

@@ -87,7 +87,7 @@ pub fn read_version(store: &dyn Store) -> anyhow::Result<Option<u32>> {
 fn write_version(store: &dyn Store, version: u32) -> anyhow::Result<()> {
     let mut batch = Batch::default();
     batch.put(Tree::Meta, VERSION_KEY, version.to_be_bytes());
-    store.apply(batch).context("writing the schema version")
+    store.apply(&batch).context("writing the schema version")
 }
 
 fn is_empty(store: &dyn Store) -> anyhow::Result<bool> {
@@ -148,7 +148,7 @@ fn migrate_v0_to_v1(store: &dyn Store) -> anyhow::Result<()> {
                 batch.put(Tree::Sessions, key, serde_json::to_vec(&session)?);
             }
         }
-        store.apply(batch).context("rewriting sessions")?;
+        store.apply(&batch).context("rewriting sessions")?;
     }
 }
 
@@ -176,6 +176,6 @@ fn migrate_v1_to_v2(store: &dyn Store) -> anyhow::Result<()> {
         for key in stale {
             batch.delete(Tree::Resume, key);
         }
-        store.apply(batch).context("clearing the resume tree")?;
+        store.apply(&batch).context("clearing the resume tree")?;
     }
 }

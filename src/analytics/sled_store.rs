@@ -138,7 +138,7 @@ impl Store for SledStore {
         self.with(|e| Ok(e.tree(tree).get(key)?.map(|v| v.to_vec())))
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let groups: Vec<(Tree, sled::Batch)> = batch
             .tree_groups()
             .into_iter()
@@ -146,8 +146,8 @@ impl Store for SledStore {
                 let mut b = sled::Batch::default();
                 for op in ops {
                     match op {
-                        Op::Put(_, k, v) => b.insert(k, v),
-                        Op::Delete(_, k) => b.remove(k),
+                        Op::Put(_, k, v) => b.insert(k.as_slice(), v.as_slice()),
+                        Op::Delete(_, k) => b.remove(k.as_slice()),
                         Op::Barrier => {}
                     }
                 }

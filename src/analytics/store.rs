@@ -95,11 +95,11 @@ impl Batch {
     /// The groups a store applies, in order: for each part of the batch
     /// between barriers, one group per tree in the order the trees first
     /// appear, each with its writes in order.
-    pub fn tree_groups(self) -> Vec<(Tree, Vec<Op>)> {
-        let mut groups: Vec<(Tree, Vec<Op>)> = Vec::new();
+    pub fn tree_groups(&self) -> Vec<(Tree, Vec<&Op>)> {
+        let mut groups: Vec<(Tree, Vec<&Op>)> = Vec::new();
         let mut part_start = 0;
-        for op in self.ops {
-            let tree = match &op {
+        for op in &self.ops {
+            let tree = match op {
                 Op::Put(t, ..) | Op::Delete(t, _) => *t,
                 Op::Barrier => {
                     part_start = groups.len();
@@ -152,7 +152,7 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies a batch of writes.
-    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Visits the keys in `[from, to]` (bounds as given), ascending or
     /// descending, until `visit` returns `false`.

@@ -113,9 +113,10 @@ impl AnalyticsWriter {
         let events = Arc::new(events);
         // The records to write are computed once: a retry writes the same
         // values, so a batch that was partly written is not counted twice.
-        let mut prepared: Option<Batch> = None;
+        let mut prepared: Option<Arc<Batch>> = None;
         let started = Instant::now();
         let mut wait = RETRY_FIRST_WAIT;
+        let mut failures = 0u32;
         loop {
             let store = self.store.clone();
             let events = events.clone();
@@ -123,10 +124,10 @@ impl AnalyticsWriter {
             let result = tokio::task::spawn_blocking(move || {
                 let batch = match ready {
                     Some(batch) => batch,
-                    None => prepare_batch(&*store, &events)?,
+                    None => Arc::new(prepare_batch(&*store, &events)?),
                 };
                 let written = store
-                    .apply(batch.clone())
+                    .apply(&batch)
                     .context("writing a batch of analytics records");
                 Ok::<_, anyhow::Error>((batch, written))
             })
@@ -139,10 +140,11 @@ impl AnalyticsWriter {
                         .analytics_events
                         .with_label_values(&["written"])
                         .inc_by(n);
-                    if started.elapsed() > RETRY_FIRST_WAIT {
+                    if failures > 0 {
                         tracing::info!(
                             event = "storage_recovered",
                             after_ms = started.elapsed().as_millis() as u64,
+                            failures,
                             "analytics batch written after the store recovered"
                         );
                     }
@@ -155,6 +157,7 @@ impl AnalyticsWriter {
                 }
                 Err(err) => err,
             };
+            failures += 1;
             self.failed(&err);
             if stop.is_cancelled() || started.elapsed() >= RETRY_FOR {
                 self.metrics
@@ -182,7 +185,7 @@ impl AnalyticsWriter {
 pub fn apply_events(store: &dyn Store, events: &[Event]) -> anyhow::Result<()> {
     let batch = prepare_batch(store, events)?;
     store
-        .apply(batch)
+        .apply(&batch)
         .context("writing a batch of analytics records")
 }
 
@@ -528,7 +531,7 @@ mod tests {
         fn get(&self, _: Tree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
             Ok(None)
         }
-        fn apply(&self, _: Batch) -> Result<(), StoreError> {
+        fn apply(&self, _: &Batch) -> Result<(), StoreError> {
             if self.broken.load(Ordering::SeqCst) {
                 return Err(StoreError::Backend("disk on fire".into()));
             }
@@ -629,7 +632,8 @@ mod tests {
             apply_events(&store, &connect).unwrap();
             let batch = prepare_batch(&store, &rest).unwrap();
             for (_, ops) in batch.tree_groups().into_iter().take(kept) {
-                store.apply(Batch { ops }).unwrap();
+                let ops = ops.into_iter().cloned().collect();
+                store.apply(&Batch { ops }).unwrap();
             }
             recovery::recover(&store).unwrap();
             let stored = store

@@ -49,7 +49,7 @@ pub fn route(hub: Arc<Hub>) -> impl Filter<Extract = (Response,), Error = warp::
 /// messages are; larger ones grow it only while they are read.
 pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max_message_bytes))
@@ -177,7 +177,7 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                signaling::serve(ws, task_hub, info).await;
+                Box::pin(signaling::serve(ws, task_hub, info)).await;
             }
             Err(err) => {
                 tracing::debug!(event = "upgrade_failed", cause = %err, "WebSocket upgrade failed")

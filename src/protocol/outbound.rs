@@ -122,7 +122,7 @@ struct RelayOut<'a> {
     kind: &'static str,
     from: &'a str,
     data: &'a RawValue,
-    traceparent: String,
+    traceparent: &'a str,
 }
 
 /// The frame a relay delivers: the same type, `to` replaced by `from`, `data`
@@ -133,13 +133,18 @@ pub fn relay_frame(
     data: &RawValue,
     traceparent: &TraceParent,
 ) -> String {
-    serde_json::to_string(&RelayOut {
+    let traceparent = traceparent.encode();
+    let relay = RelayOut {
         kind: kind.as_str(),
         from,
         data,
-        traceparent: traceparent.to_string(),
-    })
-    .expect("relay frames always serialise")
+        traceparent: std::str::from_utf8(&traceparent).expect("hex digits are ASCII"),
+    };
+    // Sized once: `data` is most of the frame, the rest is the keys, the
+    // kind, the sender's id and the 55-byte traceparent.
+    let mut out = Vec::with_capacity(data.get().len() + from.len() + 128);
+    serde_json::to_writer(&mut out, &relay).expect("relay frames always serialise");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 #[cfg(test)]

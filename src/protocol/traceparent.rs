@@ -51,17 +51,24 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The version-00 text form, `00-<trace id>-<span id>-<flags>`, without
+    /// any allocation or formatting machinery (it is built for every relay).
+    pub fn encode(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex::encode_to_slice(self.trace_id, &mut out[3..35]).expect("32 hex digits");
+        hex::encode_to_slice(self.span_id, &mut out[36..52]).expect("16 hex digits");
+        if self.sampled {
+            out[54] = b'1';
+        }
+        out
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("00-")?;
-        for b in self.trace_id {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str("-")?;
-        for b in self.span_id {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "-{:02x}", u8::from(self.sampled))
+        let text = self.encode();
+        f.write_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
 }
 

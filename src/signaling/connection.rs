@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,12 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::limits::{ConnectionPermit, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
-use super::{Hub, OUTBOUND_QUEUE, PeerId, random_span_id, random_trace_id};
+use super::{Hub, OUTBOUND_QUEUE, PeerId};
 use crate::analytics::recorder::now_ms;
 use crate::analytics::resume_state::ResumeChange;
 use crate::analytics::{CloseReason, EventKind, Recorder};
@@ -28,6 +30,7 @@ use crate::protocol::{
     ClientMessage, ClientTelemetry, ErrorCode, ErrorKind, Inbound, LeaveReason, MessageType,
     PeerOutcome, ProtocolError, RelayKind, RoomName, ServerMessage, TraceParent, relay_frame,
 };
+use crate::telemetry::relay_span::{self, RelayAttributes, RelaySpan};
 use crate::telemetry::{
     self,
     metrics::{KickReason, OutKind},
@@ -110,6 +113,11 @@ struct Connection {
     errors: u64,
     /// `ws.connection`: the parent of every message's span.
     span: tracing::Span,
+    /// Its OpenTelemetry context, when relay spans are exported: the parent
+    /// of relays that bring no `traceparent`.
+    span_context: Option<SpanContext>,
+    /// Set by a rate-limit strike: how long to leave the socket unread.
+    read_pause: Option<Duration>,
 }
 
 impl Connection {
@@ -135,8 +143,13 @@ impl Connection {
             peer_id = &*peer_id,
             room = Empty,
         );
+        let span_context = relay_span::exporting()
+            .then(|| span.context().span().span_context().clone())
+            .filter(SpanContext::is_valid);
         Connection {
             span,
+            span_context,
+            read_pause: None,
             throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
             hub,
             id,
@@ -228,11 +241,19 @@ impl Connection {
                 + join_timeout.unwrap_or(Duration::from_secs(86_400 * 365)),
         );
         let mut join_deadline = std::pin::pin!(join_deadline);
+        // Built once: a fresh waiter per pass would register and unregister
+        // itself under a lock for every message.
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut stopped = std::pin::pin!(stop.stopped());
+        // After a rate-limit strike the socket is left unread for a moment
+        // (see `Verdict::Limited`); writes and pings go on meanwhile.
+        let mut paused = false;
+        let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return End::Shutdown,
-                reason = stop.stopped() => return End::stopped(reason),
+                _ = &mut cancelled => return End::Shutdown,
+                reason = &mut stopped => return End::stopped(reason),
                 _ = &mut join_deadline, if join_timeout.is_some() && !self.ever_joined => {
                     self.hub.metrics.kicked(KickReason::JoinTimeout);
                     span.in_scope(|| tracing::info!(
@@ -242,7 +263,7 @@ impl Connection {
                     ));
                     return End::Kicked(KickReason::JoinTimeout);
                 }
-                Some(frame) = self.outbox.rx.recv() => {
+                Ok(frame) = self.outbox.rx.recv_async() => {
                     // A client that stops reading blocks this write for as
                     // long as it likes, and meanwhile no ping goes out; a
                     // kick or a shutdown still ends it, and so does a write
@@ -253,12 +274,13 @@ impl Connection {
                                 return self.transport_error(&err);
                             }
                         }
-                        _ = shutdown.cancelled() => return End::Shutdown,
-                        reason = stop.stopped() => return End::stopped(reason),
+                        _ = &mut cancelled => return End::Shutdown,
+                        reason = &mut stopped => return End::stopped(reason),
                         _ = tokio::time::sleep(2 * interval) => return End::Timeout,
                     }
                 }
-                read = ws.next() => {
+                _ = &mut read_pause, if paused => paused = false,
+                read = ws.next(), if !paused => {
                     let message = match read {
                         None => return End::Disconnected,
                         Some(Err(err)) => return self.read_error(ws, err).await,
@@ -278,6 +300,10 @@ impl Connection {
                         }
                         Message::Close(_) => return End::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                    if let Some(pause) = self.read_pause.take() {
+                        read_pause.as_mut().reset(tokio::time::Instant::now() + pause);
+                        paused = true;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -386,6 +412,10 @@ impl Connection {
             Err(end) => return Some(end),
         }
         match parsed {
+            // Relays make their own span (see `telemetry::relay_span`).
+            Ok(inbound) if matches!(inbound.message, ClientMessage::Relay { .. }) => {
+                self.on_message(inbound);
+            }
             Ok(inbound) => {
                 let span = self.message_span(reference.unwrap_or(MessageType::Invalid));
                 if let Some(parent) = &inbound.traceparent {
@@ -421,7 +451,8 @@ impl Connection {
     fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
         match self.throttle.check() {
             Verdict::Allow => Ok(true),
-            Verdict::Limited => {
+            Verdict::Limited(pause) => {
+                self.read_pause = Some(pause);
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
                     format!(
@@ -723,13 +754,16 @@ impl Connection {
         let Some(room) = &self.room else {
             return Err(about(not_in_room()));
         };
-        // The relay span's own context when spans are on; otherwise fresh
-        // ids that still continue the sender's trace.
-        let traceparent = telemetry::traces::current_ids().unwrap_or_else(|| TraceParent {
-            trace_id: parent.map_or_else(random_trace_id, |p| p.trace_id),
-            span_id: random_span_id(),
-            sampled: parent.is_some_and(|p| p.sampled),
-        });
+        let span = RelaySpan::start(
+            parent.as_ref(),
+            self.span_context.as_ref(),
+            RelayAttributes {
+                session_id: &self.session_id,
+                peer_id: &self.peer_id,
+                room: room.name().as_str(),
+                message_type: kind.as_str(),
+            },
+        );
         let out_kind = match kind {
             RelayKind::Offer => OutKind::Offer,
             RelayKind::Answer => OutKind::Answer,
@@ -737,7 +771,7 @@ impl Connection {
         };
         let frame = Frame::new(
             out_kind,
-            relay_frame(kind, &self.peer_id, data, &traceparent),
+            relay_frame(kind, &self.peer_id, data, &span.traceparent),
         );
         match room.relay(&self.peer_id, self.id, to, frame, &self.hub.metrics) {
             Ok(()) => Ok(()),

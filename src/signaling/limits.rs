@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
@@ -15,6 +16,8 @@ use parking_lot::Mutex;
 pub const ABUSE_STRIKES: u32 = 50;
 /// The window in which strikes are counted.
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// Longest a rate-limited connection goes unread after a strike.
+pub const MAX_READ_PAUSE: Duration = Duration::from_millis(50);
 
 /// Which cap refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +119,11 @@ fn address_key(address: IpAddr) -> IpAddr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    /// Over the rate: answer `RATE_LIMITED`.
-    Limited,
+    /// Over the rate: answer `RATE_LIMITED`, and read nothing more from
+    /// the connection for this long (until its next token, at most
+    /// [`MAX_READ_PAUSE`]): a flood then waits in the client's socket
+    /// instead of costing the server a parse and an answer per message.
+    Limited(Duration),
     /// Over the rate too often: close the connection with 1008.
     Abuse,
 }
@@ -141,9 +147,10 @@ impl Throttle {
     }
 
     pub fn check(&mut self) -> Verdict {
-        if self.bucket.check().is_ok() {
-            return Verdict::Allow;
-        }
+        let wait = match self.bucket.check() {
+            Ok(()) => return Verdict::Allow,
+            Err(not_until) => not_until.wait_time_from(self.bucket.clock().now()),
+        };
         let now = Instant::now();
         if now.duration_since(self.window_start) > ABUSE_WINDOW {
             self.window_start = now;
@@ -153,7 +160,7 @@ impl Throttle {
         if self.strikes > ABUSE_STRIKES {
             Verdict::Abuse
         } else {
-            Verdict::Limited
+            Verdict::Limited(wait.min(MAX_READ_PAUSE))
         }
     }
 }
@@ -198,7 +205,12 @@ mod tests {
             assert_eq!(t.check(), Verdict::Allow);
         }
         for _ in 0..ABUSE_STRIKES {
-            assert_eq!(t.check(), Verdict::Limited);
+            match t.check() {
+                Verdict::Limited(pause) => {
+                    assert!(pause > Duration::ZERO && pause <= MAX_READ_PAUSE)
+                }
+                other => panic!("{other:?}"),
+            }
         }
         assert_eq!(t.check(), Verdict::Abuse);
     }

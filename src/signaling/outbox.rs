@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::telemetry::metrics::{KickReason, OutKind};
@@ -55,13 +55,13 @@ struct Control {
 #[derive(Clone)]
 pub struct ConnHandle {
     id: u64,
-    tx: mpsc::Sender<Frame>,
+    tx: flume::Sender<Frame>,
     control: Arc<Control>,
 }
 
 /// The connection's own end: the receiver and the stop signal.
 pub struct Outbox {
-    pub rx: mpsc::Receiver<Frame>,
+    pub rx: flume::Receiver<Frame>,
     pub stop: StopSignal,
 }
 
@@ -71,9 +71,11 @@ pub struct StopSignal {
     control: Arc<Control>,
 }
 
-/// A bounded outbound queue for connection `id`.
+/// A bounded outbound queue for connection `id`. Its storage grows only as
+/// frames wait in it: an idle connection's queue holds no buffer at all
+/// (tokio's bounded channel allocates a block of 32 slots up front).
 pub fn outbox(id: u64, capacity: usize) -> (ConnHandle, Outbox) {
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = flume::bounded(capacity);
     let control = Arc::new(Control::default());
     (
         ConnHandle {
@@ -98,8 +100,8 @@ impl ConnHandle {
     pub fn send(&self, frame: Frame) -> Queued {
         match self.tx.try_send(frame) {
             Ok(()) => Queued::Yes,
-            Err(mpsc::error::TrySendError::Full(_)) => Queued::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+            Err(flume::TrySendError::Full(_)) => Queued::Full,
+            Err(flume::TrySendError::Disconnected(_)) => Queued::Gone,
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod relay_span;
 pub mod traces;
 
 pub use metrics::Metrics;
@@ -53,6 +54,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     }
     if let Some(target) = &traces.target {
+        relay_span::install(traces.relay_tracer());
         tracing::info!(
             event = "trace_export",
             endpoint = %target.endpoint,

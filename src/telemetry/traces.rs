@@ -139,6 +139,11 @@ impl Traces {
             .with_tracked_inactivity(false)
     }
 
+    /// The tracer of `signal.relay` spans (see [`super::relay_span`]).
+    pub fn relay_tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+        self.provider.tracer("chatsubo")
+    }
+
     /// Exports what is queued and stops the exporter. Blocks: call it from
     /// `spawn_blocking`.
     pub fn shutdown(&self) {
@@ -182,19 +187,23 @@ pub fn continue_trace(span: &tracing::Span, parent: &TraceParent) {
     if span.is_disabled() {
         return;
     }
+    let _ = span.set_parent(Context::new().with_remote_span_context(remote_context(parent)));
+}
+
+/// A client's `traceparent` as the remote parent of a span.
+pub fn remote_context(parent: &TraceParent) -> SpanContext {
     let flags = if parent.sampled {
         TraceFlags::SAMPLED
     } else {
         TraceFlags::default()
     };
-    let remote = SpanContext::new(
+    SpanContext::new(
         TraceId::from_bytes(parent.trace_id),
         SpanId::from_bytes(parent.span_id),
         flags,
         true,
         TraceState::default(),
-    );
-    let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+    )
 }
 
 /// A bounded queue in front of the batch exporter: a span that would make

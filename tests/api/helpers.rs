@@ -2,7 +2,11 @@
 //! spawn_app(): the real server on 127.0.0.1:0 with a fresh data directory,
 //! and a WebSocket test client that speaks the protocol over a real socket.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatsubo::Config;
@@ -427,31 +431,45 @@ pub enum Event {
     Failed(String),
 }
 
-/// The real `chatsubo` binary as a child process, on a free port, with its
-/// stdout collected line by line.
+/// The real `chatsubo` binary as a child process on 127.0.0.1:0, with
+/// `--data-dir` and `--log-dir` under one directory, its stdout collected
+/// line by line and its stderr as text. It logs its address in its
+/// `listening` line. Killed when dropped.
 pub struct BinApp {
     pub addr: SocketAddr,
-    pub dir: TempDir,
-    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    child: std::process::Child,
+    /// The directory this app made for itself ([`BinApp::start`]); `None`
+    /// when the test owns it ([`BinApp::start_in`], to restart on it).
+    pub dir: Option<TempDir>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    child: Child,
 }
 
 impl BinApp {
-    /// Starts the binary with `args` (plus fresh --data-dir/--log-dir and
-    /// --listen 127.0.0.1:0) and `envs`, and waits until it serves.
+    /// Starts the binary with `args` and `envs` in a fresh directory, and
+    /// waits until it serves.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> BinApp {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatsubo"));
+        let mut app = BinApp::start_in(dir.path(), args, envs);
+        app.dir = Some(dir);
+        app
+    }
+
+    /// Starts the binary on `dir/data` and `dir/logs` (kept from an earlier
+    /// run, if any). `OTEL_*`, `CHATSUBO_*` and `RUST_LOG` of the test's own
+    /// environment are not passed on; `envs` are.
+    pub fn start_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> BinApp {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatsubo"));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .arg("--log-dir")
-            .arg(dir.path().join("logs"))
+            .arg(dir.join("logs"))
             .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (name, _) in std::env::vars() {
             if name.starts_with("OTEL_") || name.starts_with("CHATSUBO_") || name == "RUST_LOG" {
                 cmd.env_remove(name);
@@ -460,12 +478,13 @@ impl BinApp {
         cmd.envs(envs.iter().copied());
         let mut child = cmd.spawn().expect("start chatsubo");
         let stdout = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
         let collected = lines.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["event"] == "listening"
                 {
@@ -474,16 +493,30 @@ impl BinApp {
                 collected.lock().unwrap().push(line);
             }
         });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let collected = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut text = collected.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
             // Never leave a server running behind a failed test.
             let _ = child.kill();
             let _ = child.wait();
-            panic!("chatsubo did not log its listening address");
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "chatsubo did not log its listening address; stdout: {:?}; stderr: {}",
+                lines.lock().unwrap(),
+                errors.lock().unwrap()
+            );
         };
         BinApp {
             addr,
-            dir,
+            dir: None,
             stdout: lines,
+            stderr: errors,
             child,
         }
     }
@@ -496,13 +529,45 @@ impl BinApp {
         Client::connect(&self.ws_url()).await
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its status.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir, Vec<String>) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+    /// Sends a signal (`-TERM`, `-KILL`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Waits (without blocking the runtime) for the process to exit; its
+    /// exit code.
+    pub async fn exited(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chatsubo did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the process printed so far: stdout lines, then stderr.
+    pub fn output(&self) -> String {
+        let mut text = self.stdout.lock().unwrap().join("\n");
+        text.push('\n');
+        text.push_str(&self.stderr.lock().unwrap());
+        text
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (blocking); its
+    /// status, its directory and its stdout lines.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir, Vec<String>) {
+        self.signal("-TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -514,11 +579,12 @@ impl BinApp {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader thread take the last lines.
         std::thread::sleep(Duration::from_millis(100));
         let lines = self.stdout.lock().unwrap().clone();
-        let dir = tempfile::tempdir().unwrap();
-        let dir = std::mem::replace(&mut self.dir, dir);
+        let dir = self
+            .dir
+            .take()
+            .expect("terminate() is for apps started with BinApp::start");
         (status, dir, lines)
     }
 }

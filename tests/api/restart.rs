@@ -3,11 +3,8 @@
 //! directory. The child logs its listening address (JSON line with
 //! `"event":"listening"`), so it can take port 0 and tell which it got.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,127 +14,32 @@ use crate::helpers::*;
 
 const TOKEN: &str = "restart-SECRET-token-91c3";
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything the child printed on stdout and stderr.
-    output: Arc<Mutex<String>>,
+/// The binary on `dir`, with the API token these tests read with.
+fn start(dir: &Path, extra: &[&str]) -> BinApp {
+    let args = [&["--api-token", TOKEN][..], extra].concat();
+    BinApp::start_in(dir, &args, &[("RUST_LOG", "info")])
 }
 
-fn collect(
-    stream: impl std::io::Read + Send + 'static,
-    output: Arc<Mutex<String>>,
-    tx: Option<std::sync::mpsc::Sender<String>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            output.lock().unwrap().push_str(&line);
-            output.lock().unwrap().push('\n');
-            if let Some(tx) = &tx {
-                let _ = tx.send(line);
-            }
-        }
-    });
+async fn api(server: &BinApp, path: &str) -> Value {
+    let res = reqwest::Client::new()
+        .get(format!("http://{}{}", server.addr, path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
 }
 
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatsubo"))
-            .args(["--listen", "127.0.0.1:0", "--api-token", TOKEN])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--log-dir")
-            .arg(dir.join("logs"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chatsubo");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
-        collect(child.stderr.take().unwrap(), output.clone(), None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                // Never leave a server running behind a failed test.
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no listening line; output: {}", output.lock().unwrap());
-            };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["event"] == "listening" {
-                break v["address"].as_str().unwrap().parse().unwrap();
-            }
-        };
-        Server {
-            child,
-            addr,
-            output,
+async fn api_until(server: &BinApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = api(server, path).await;
+        if done(&body) {
+            return body;
         }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    async fn api(&self, path: &str) -> Value {
-        let res = reqwest::Client::new()
-            .get(format!("http://{}{}", self.addr, path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(res.status(), 200);
-        res.json().await.unwrap()
-    }
-
-    async fn api_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let body = self.api(path).await;
-            if done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "gave up on {path}: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; its exit code.
-    async fn exited(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the server did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(Instant::now() < deadline, "gave up on {path}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -164,17 +66,15 @@ fn data_dir(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]);
-    let mut a = Client::connect(&server.ws()).await;
+    let mut server = start(dir.path(), &[]);
+    let mut a = Client::connect(&server.ws_url()).await;
     a.join("r", "ann").await;
-    let mut b = Client::connect(&server.ws()).await;
+    let mut b = Client::connect(&server.ws_url()).await;
     b.join("r", "bob").await;
-    let c = Client::connect(&server.ws()).await;
+    let c = Client::connect(&server.ws_url()).await;
     let tokens = [a.token(), b.token(), c.token()];
     let a_session = a.welcome["sessionId"].as_str().unwrap().to_string();
-    server
-        .api_until("/api/sessions", |l| sessions(l).len() == 3)
-        .await;
+    api_until(&server, "/api/sessions", |l| sessions(l).len() == 3).await;
     let before = now_ms();
     server.signal("-TERM");
     // The clients see the shutdown as the contract says.
@@ -191,8 +91,8 @@ async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
     let first_run = server.output();
     drop(server);
 
-    let server = Server::start(dir.path(), &[]);
-    let list = server.api("/api/sessions").await;
+    let server = start(dir.path(), &[]);
+    let list = api(&server, "/api/sessions").await;
     let all = sessions(&list);
     assert_eq!(all.len(), 3, "{list}");
     for s in &all {
@@ -203,7 +103,7 @@ async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
             "{before} <= {ended} <= {after}"
         );
     }
-    let a_full = server.api(&format!("/api/sessions/{a_session}")).await;
+    let a_full = api(&server, &format!("/api/sessions/{a_session}")).await;
     let kinds: Vec<&str> = a_full["events"]
         .as_array()
         .unwrap()
@@ -235,30 +135,29 @@ async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
 #[tokio::test]
 async fn after_a_kill_sessions_are_closed_as_server_crash_and_nothing_flushed_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--flush-interval-ms", "200"]);
-    let mut a = Client::connect(&server.ws()).await;
+    let mut server = start(dir.path(), &["--flush-interval-ms", "200"]);
+    let mut a = Client::connect(&server.ws_url()).await;
     a.join("r", "ann").await;
-    let mut b = Client::connect(&server.ws()).await;
+    let mut b = Client::connect(&server.ws_url()).await;
     b.join("r", "bob").await;
     b.send(json!({"type":"telemetry","event":"connect-time","ms":95}))
         .await;
-    let mut c = Client::connect(&server.ws()).await;
+    let mut c = Client::connect(&server.ws_url()).await;
     c.join("s", "cy").await;
     let c_session = c.welcome["sessionId"].as_str().unwrap().to_string();
     c.close().await;
     // Acknowledged: the API shows all of it.
-    server
-        .api_until("/api/sessions", |l| {
-            let all = sessions(l);
-            all.len() == 3
-                && all
-                    .iter()
-                    .any(|s| s["sessionId"] == c_session.as_str() && !s["endedAt"].is_null())
-        })
-        .await;
+    api_until(&server, "/api/sessions", |l| {
+        let all = sessions(l);
+        all.len() == 3
+            && all
+                .iter()
+                .any(|s| s["sessionId"] == c_session.as_str() && !s["endedAt"].is_null())
+    })
+    .await;
     let b_events = |v: &Value| v["events"].as_array().map_or(0, |e| e.len());
     let b_path = format!("/api/sessions/{}", b.welcome["sessionId"].as_str().unwrap());
-    server.api_until(&b_path, |v| b_events(v) == 3).await;
+    api_until(&server, &b_path, |v| b_events(v) == 3).await;
     // Longer than the flush interval and than one alive tick.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let killed_at = now_ms();
@@ -266,8 +165,8 @@ async fn after_a_kill_sessions_are_closed_as_server_crash_and_nothing_flushed_is
     server.exited().await;
     drop(server);
 
-    let server = Server::start(dir.path(), &[]);
-    let list = server.api("/api/sessions").await;
+    let server = start(dir.path(), &[]);
+    let list = api(&server, "/api/sessions").await;
     let all = sessions(&list);
     assert_eq!(all.len(), 3, "{list}");
     for s in &all {
@@ -293,7 +192,7 @@ async fn after_a_kill_sessions_are_closed_as_server_crash_and_nothing_flushed_is
             ended - ms(&s["connectedAt"])
         );
     }
-    let b_after = server.api(&b_path).await;
+    let b_after = api(&server, &b_path).await;
     assert_eq!(
         b_events(&b_after),
         3,
@@ -392,7 +291,7 @@ fn log_event(output: &str, event: &str) -> Option<Value> {
 
 /// Stops the server the way `kill` says: SIGKILL after waiting out the
 /// flush window, or SIGTERM with the clients seeing the shutdown.
-async fn stop(server: &mut Server, clients: &mut [&mut Client], kill: bool) {
+async fn stop(server: &mut BinApp, clients: &mut [&mut Client], kill: bool) {
     if kill {
         // Longer than the flush interval (200 ms), so the state is on disk.
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -414,16 +313,16 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     let dir = tempfile::tempdir().unwrap();
     let args = restart_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = Server::start(dir.path(), &args);
-    let mut a = Client::connect(&server.ws()).await;
+    let mut server = start(dir.path(), &args);
+    let mut a = Client::connect(&server.ws_url()).await;
     a.join("r", "ann").await;
-    let mut b = Client::connect(&server.ws()).await;
+    let mut b = Client::connect(&server.ws_url()).await;
     b.join("r", "bob").await;
-    let mut c = Client::connect(&server.ws()).await;
+    let mut c = Client::connect(&server.ws_url()).await;
     c.join("r", "cy").await;
-    let mut d = Client::connect(&server.ws()).await;
+    let mut d = Client::connect(&server.ws_url()).await;
     d.join("r", "dee").await;
-    let mut e = Client::connect(&server.ws()).await;
+    let mut e = Client::connect(&server.ws_url()).await;
     e.join("r", "eve").await;
     for (who, joined) in [(&mut a, 4), (&mut b, 3), (&mut c, 2), (&mut d, 1)] {
         for _ in 0..joined {
@@ -446,31 +345,33 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     let e_token = e.token();
     e.vanish();
     // x resumes once before the restart: its first token is spent.
-    let mut x1 = Client::connect(&server.ws()).await;
+    let mut x1 = Client::connect(&server.ws_url()).await;
     x1.join("s", "xan").await;
     let (x_peer, x_spent, x1_session) = (x1.peer_id(), x1.token(), session_id(&x1));
     x1.vanish();
-    let mut x = Client::connect(&server.ws()).await;
+    let mut x = Client::connect(&server.ws_url()).await;
     x.send(join_with_token("s", &x_spent)).await;
     let joined = x.recv_type("joined").await;
     assert_eq!(joined["resumed"], true, "{joined}");
     assert_eq!(joined["peerId"], x_peer.as_str());
     let x_session = session_id(&x);
     // Everything is written once e's drop and x's resume show in the API.
-    server
-        .api_until(&format!("/api/sessions/{}", old_sessions[4]), |s| {
+    api_until(
+        &server,
+        &format!("/api/sessions/{}", old_sessions[4]),
+        |s| {
             s["events"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|e| e["kind"] == "disconnect")
-        })
-        .await;
-    server
-        .api_until(&format!("/api/sessions/{x_session}"), |s| {
-            s["resumedFrom"] == x1_session.as_str()
-        })
-        .await;
+        },
+    )
+    .await;
+    api_until(&server, &format!("/api/sessions/{x_session}"), |s| {
+        s["resumedFrom"] == x1_session.as_str()
+    })
+    .await;
 
     let tokens: Vec<String> = [&a, &b, &c, &d, &x].iter().map(|c| c.token()).collect();
     stop(
@@ -484,7 +385,7 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     drop((a, b, c, d, x));
 
     let started = Instant::now();
-    let server = Server::start(dir.path(), &args);
+    let server = start(dir.path(), &args);
     let restored = log_event(&server.output(), "resume_state_restored")
         .unwrap_or_else(|| panic!("no resume_state_restored line: {}", server.output()));
     assert_eq!(restored["rooms"], 2, "{restored}");
@@ -495,7 +396,7 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     // still inside their grace).
     let mut back = Vec::new();
     for (i, token) in tokens[..3].iter().enumerate() {
-        let mut client = Client::connect(&server.ws()).await;
+        let mut client = Client::connect(&server.ws_url()).await;
         client.send(join_with_token("r", token)).await;
         let joined = client.recv_type("joined").await;
         assert_eq!(joined["resumed"], true, "{joined}");
@@ -534,20 +435,20 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
     assert_eq!(answer["from"], names[1].0.as_str());
 
     // A token spent before the restart does not work after it.
-    let mut y = Client::connect(&server.ws()).await;
+    let mut y = Client::connect(&server.ws_url()).await;
     y.send(join_with_token("s", &x_spent)).await;
     let joined = y.recv_type("joined").await;
     assert_eq!(joined["resumed"], false, "{joined}");
     assert_ne!(joined["peerId"], x_peer.as_str());
     // x's current token works once after the restart...
-    let mut x = Client::connect(&server.ws()).await;
+    let mut x = Client::connect(&server.ws_url()).await;
     x.send(join_with_token("s", &tokens[4])).await;
     let joined = x.recv_type("joined").await;
     assert_eq!(joined["resumed"], true, "{joined}");
     assert_eq!(joined["peerId"], x_peer.as_str());
     let x_new_session = session_id(&x);
     // ...and only once.
-    let mut x_again = Client::connect(&server.ws()).await;
+    let mut x_again = Client::connect(&server.ws_url()).await;
     x_again.send(join_with_token("s", &tokens[4])).await;
     let joined = x_again.recv_type("joined").await;
     assert_eq!(joined["resumed"], false, "{joined}");
@@ -582,33 +483,34 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
         "server_shutdown"
     };
     for (i, client) in back.iter().enumerate() {
-        let new = server
-            .api_until(&format!("/api/sessions/{}", session_id(client)), |s| {
-                !s["resumedFrom"].is_null()
-            })
-            .await;
+        let new = api_until(
+            &server,
+            &format!("/api/sessions/{}", session_id(client)),
+            |s| !s["resumedFrom"].is_null(),
+        )
+        .await;
         assert_eq!(new["resumedFrom"], old_sessions[i].as_str(), "{new}");
-        let old = server
-            .api(&format!("/api/sessions/{}", old_sessions[i]))
-            .await;
+        let old = api(&server, &format!("/api/sessions/{}", old_sessions[i])).await;
         assert_eq!(old["closeReason"], closed_as, "{old}");
     }
-    let x_now = server
-        .api_until(&format!("/api/sessions/{x_new_session}"), |s| {
-            !s["resumedFrom"].is_null()
-        })
-        .await;
+    let x_now = api_until(&server, &format!("/api/sessions/{x_new_session}"), |s| {
+        !s["resumedFrom"].is_null()
+    })
+    .await;
     assert_eq!(x_now["resumedFrom"], x_session.as_str());
     for i in [3, 4] {
-        let old = server
-            .api_until(&format!("/api/sessions/{}", old_sessions[i]), |s| {
+        let old = api_until(
+            &server,
+            &format!("/api/sessions/{}", old_sessions[i]),
+            |s| {
                 s["events"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .any(|e| e["kind"] == "leave")
-            })
-            .await;
+            },
+        )
+        .await;
         let leave = old["events"]
             .as_array()
             .unwrap()

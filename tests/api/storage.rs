@@ -292,3 +292,58 @@ impl AsyncCheck for MoreErrors {
         app.metric("chatsubo_storage_errors_total").await > self.0
     }
 }
+
+/// The data directory is read-only when the server starts: it serves
+/// anyway, degraded, and opens the store once the directory is writable;
+/// a session from the degraded time is stored then (its events waited in
+/// the writer's retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_read_only_at_start_serves_degraded_then_opens_the_store() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    assert!(remount(&tmpfs.path, "ro"), "remount ro");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    config.data_dir = tmpfs.path.clone();
+    config.flush_interval_ms = 50;
+    let app = spawn_with_config(config, dir).await;
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("degraded")));
+    assert_eq!(body["storage"], "error");
+    assert!(app.metric("chatsubo_storage_errors_total").await >= 1.0);
+    relay_works(&app, "read-only-start").await;
+    let early = app.joined("early", "ann").await;
+    let session = early.welcome["sessionId"].as_str().unwrap().to_string();
+    early.close().await;
+
+    assert!(remount(&tmpfs.path, "rw"), "remount rw");
+    churn_until(
+        &app,
+        "writable",
+        Duration::from_secs(30),
+        "health back to healthy",
+        Healthy,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = app.get(&format!("/api/sessions/{session}")).await;
+        let status = res.status();
+        let body: Value = if status == 200 {
+            res.json().await.unwrap()
+        } else {
+            Value::Null
+        };
+        if body["room"] == "early" && !body["endedAt"].is_null() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session from the read-only time was not stored: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+    drop(tmpfs);
+}

@@ -29,6 +29,10 @@ pub struct ChurnArgs {
     /// Seconds of cycling before measuring starts.
     #[arg(long, default_value_t = 1.0)]
     pub warmup_secs: f64,
+    /// Milliseconds each worker waits after a cycle (0: cycle flat out; a
+    /// pause gives a steady, partial load for soak runs).
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
 }
 
 struct Tally {
@@ -61,6 +65,7 @@ pub async fn run(target: Arc<Target>, args: ChurnArgs) -> Report {
     let measure_from = start + Duration::from_secs_f64(args.warmup_secs);
     let stop_at = measure_from + Duration::from_secs_f64(args.secs);
     let size = args.room_size.max(1);
+    let pause = Duration::from_millis(args.pause_ms);
     let mut tasks = JoinSet::new();
     for w in 0..args.workers {
         let (target, tally) = (target.clone(), tally.clone());
@@ -77,6 +82,9 @@ pub async fn run(target: Arc<Target>, args: ChurnArgs) -> Report {
                         let (welcome, join) = (joined.welcome_latency, joined.join_latency);
                         client::close(joined.ws).await;
                         let cycle = began.elapsed();
+                        if pause > Duration::ZERO {
+                            tokio::time::sleep(pause).await;
+                        }
                         if tally.counting.load(Ordering::Relaxed) && Instant::now() <= stop_at {
                             tally.cycles.fetch_add(1, Ordering::Relaxed);
                             let mut h = tally.hists.lock().unwrap();
@@ -145,5 +153,6 @@ fn json_args(args: &ChurnArgs) -> Value {
         "room_size": args.room_size,
         "secs": args.secs,
         "warmup_secs": args.warmup_secs,
+        "pause_ms": args.pause_ms,
     })
 }
