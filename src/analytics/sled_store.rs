@@ -1,5 +1,6 @@
 //! The sled implementation of [`Store`]. One sled tree per [`Tree`]; a batch
-//! is applied tree by tree with sled's atomic per-tree batches.
+//! is applied group by group ([`Batch::tree_groups`]) with sled's atomic
+//! per-tree batches, which reach the disk in order.
 //!
 //! After an I/O error (a full disk, a read-only directory) sled keeps the
 //! error and fails every later write and flush, so the engine is closed and
@@ -138,25 +139,23 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
-        let mut per_tree: Vec<(Tree, sled::Batch)> = Vec::new();
-        for op in &batch.ops {
-            let tree = match &op {
-                Op::Put(t, ..) | Op::Delete(t, _) => *t,
-            };
-            let index = match per_tree.iter().position(|(t, _)| *t == tree) {
-                Some(i) => i,
-                None => {
-                    per_tree.push((tree, sled::Batch::default()));
-                    per_tree.len() - 1
+        let groups: Vec<(Tree, sled::Batch)> = batch
+            .tree_groups()
+            .into_iter()
+            .map(|(tree, ops)| {
+                let mut b = sled::Batch::default();
+                for op in ops {
+                    match op {
+                        Op::Put(_, k, v) => b.insert(k.as_slice(), v.as_slice()),
+                        Op::Delete(_, k) => b.remove(k.as_slice()),
+                        Op::Barrier => {}
+                    }
                 }
-            };
-            match op {
-                Op::Put(_, k, v) => per_tree[index].1.insert(k.as_slice(), v.as_slice()),
-                Op::Delete(_, k) => per_tree[index].1.remove(k.as_slice()),
-            }
-        }
+                (tree, b)
+            })
+            .collect();
         self.with(|e| {
-            for (tree, b) in per_tree {
+            for (tree, b) in groups {
                 e.tree(tree).apply_batch(b)?;
             }
             Ok(())

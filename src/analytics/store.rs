@@ -65,9 +65,14 @@ impl Tree {
 pub enum Op {
     Put(Tree, Vec<u8>, Vec<u8>),
     Delete(Tree, Vec<u8>),
+    /// Every write before it is applied before any write after it.
+    Barrier,
 }
 
-/// Writes applied together (per tree in order; see the backend for atomicity).
+/// Writes applied together, as [`Batch::tree_groups`]: one group per tree,
+/// each group atomic, the groups one after another. A crash (kill -9, power
+/// loss) may keep any prefix of the groups, so a batch whose writes must
+/// not outlive others puts a [`Batch::barrier`] between them.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub ops: Vec<Op>,
@@ -80,6 +85,33 @@ impl Batch {
 
     pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete(tree, key.into()));
+    }
+
+    /// The writes so far are applied before any added after.
+    pub fn barrier(&mut self) {
+        self.ops.push(Op::Barrier);
+    }
+
+    /// The groups a store applies, in order: for each part of the batch
+    /// between barriers, one group per tree in the order the trees first
+    /// appear, each with its writes in order.
+    pub fn tree_groups(&self) -> Vec<(Tree, Vec<&Op>)> {
+        let mut groups: Vec<(Tree, Vec<&Op>)> = Vec::new();
+        let mut part_start = 0;
+        for op in &self.ops {
+            let tree = match op {
+                Op::Put(t, ..) | Op::Delete(t, _) => *t,
+                Op::Barrier => {
+                    part_start = groups.len();
+                    continue;
+                }
+            };
+            match groups[part_start..].iter().position(|(t, _)| *t == tree) {
+                Some(i) => groups[part_start + i].1.push(op),
+                None => groups.push((tree, vec![op])),
+            }
+        }
+        groups
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,4 +208,35 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_grouped_by_tree_between_barriers() {
+        let mut batch = Batch::default();
+        batch.put(Tree::Open, b"a", b"");
+        batch.put(Tree::Sessions, b"a", b"1");
+        batch.delete(Tree::Open, b"b");
+        batch.barrier();
+        batch.delete(Tree::Open, b"a");
+        batch.put(Tree::Sessions, b"c", b"2");
+        let groups: Vec<(Tree, usize)> = batch
+            .tree_groups()
+            .into_iter()
+            .map(|(tree, ops)| (tree, ops.len()))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (Tree::Open, 2),
+                (Tree::Sessions, 1),
+                (Tree::Open, 1),
+                (Tree::Sessions, 1)
+            ]
+        );
+        assert!(Batch::default().tree_groups().is_empty());
+    }
 }

@@ -210,6 +210,11 @@ struct BatchState {
     peaks: HashMap<u64, u64>,
     /// Resume records by key (`None`: no record, deleted at the end).
     resume: HashMap<Vec<u8>, Option<ResumeRecord>>,
+    /// Sessions ended in this batch: they leave the `open` index only after
+    /// a barrier, once their closed records are written. Recovery finds the
+    /// sessions left open by a crash through that index, and a crash can
+    /// keep any prefix of a batch's writes.
+    ended: Vec<u128>,
 }
 
 impl BatchState {
@@ -430,7 +435,7 @@ impl BatchState {
                     session.messages_out = *messages_out;
                     session.errors = *errors;
                 }
-                self.batch.delete(Tree::Open, keys::session_key(id));
+                self.ended.push(id);
             }
             EventKind::Sample { connections } => self.peak(store, at, *connections)?,
             EventKind::ResumeState(change) => {
@@ -491,6 +496,12 @@ impl BatchState {
             self.batch
                 .put(Tree::Peaks, keys::peak_key(bucket), peak.to_be_bytes());
         }
+        if !self.ended.is_empty() {
+            self.batch.barrier();
+            for id in self.ended {
+                self.batch.delete(Tree::Open, keys::session_key(id));
+            }
+        }
         Ok(self.batch)
     }
 }
@@ -542,6 +553,98 @@ mod tests {
         }
         fn size_on_disk(&self) -> Result<u64, StoreError> {
             Ok(0)
+        }
+    }
+
+    /// A crash can keep any prefix of a batch's tree groups (see `Batch`):
+    /// whichever prefix of the batch that ends a session was kept, recovery
+    /// must still find and close the session. Found by the chaos workload
+    /// (chatsubo-loadgen): the `open` entry was deleted in a group before the
+    /// closed record's, and a kill -9 between them left the session open
+    /// for good.
+    #[test]
+    fn every_prefix_of_a_batch_that_ends_a_session_leaves_it_closable() {
+        use crate::analytics::SledOptions;
+        use crate::analytics::event::CloseReason;
+        use crate::analytics::recovery;
+        use crate::analytics::sled_store::SledStore;
+
+        let id = ulid::Ulid::from_parts(1_000, 7).0;
+        let event = |seq: u64, kind: EventKind| Event {
+            session: id,
+            at_ms: 1_000 + seq,
+            seq,
+            kind,
+        };
+        let connect = [event(
+            0,
+            EventKind::Connect {
+                peer: "p_1".into(),
+                remote_addr: "127.0.0.1".into(),
+                user_agent: None,
+                connections: 1,
+            },
+        )];
+        let rest = [
+            event(
+                1,
+                EventKind::Join {
+                    room: "r".into(),
+                    peer: "p_1".into(),
+                    display_name: None,
+                    size: 1,
+                },
+            ),
+            event(
+                2,
+                EventKind::Leave {
+                    room: "r".into(),
+                    peer: "p_1".into(),
+                    reason: "left".into(),
+                },
+            ),
+            event(
+                3,
+                EventKind::End {
+                    close_reason: CloseReason::Left,
+                    messages_in: 0,
+                    messages_out: 0,
+                    errors: 0,
+                },
+            ),
+        ];
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SledOptions {
+                cache_bytes: 1 << 20,
+                flush_every_ms: 1000,
+            };
+            let store = SledStore::open(dir.path(), &options).unwrap();
+            (dir, store)
+        };
+        let groups = {
+            let (_dir, store) = open();
+            apply_events(&store, &connect).unwrap();
+            prepare_batch(&store, &rest).unwrap().tree_groups().len()
+        };
+        for kept in 0..=groups {
+            let (_dir, store) = open();
+            apply_events(&store, &connect).unwrap();
+            let batch = prepare_batch(&store, &rest).unwrap();
+            for (_, ops) in batch.tree_groups().into_iter().take(kept) {
+                let ops = ops.into_iter().cloned().collect();
+                store.apply(&Batch { ops }).unwrap();
+            }
+            recovery::recover(&store).unwrap();
+            let stored = store
+                .get(Tree::Sessions, &keys::session_key(id))
+                .unwrap()
+                .expect("the session's record");
+            let record = decode_session(&stored).unwrap();
+            assert!(
+                record.ended_at.is_some(),
+                "with {kept} of the {groups} groups kept, the session stays open"
+            );
         }
     }
 
