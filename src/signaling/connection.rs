@@ -39,6 +39,10 @@ use crate::timefmt;
 
 /// How long the server waits for a client to answer its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames read from a kicked client while waiting for its close: a flooder
+/// keeps writing until it reads the close, and its whole backlog is not
+/// worth unmasking.
+const KICKED_DRAIN_FRAMES: usize = 256;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// Close code for a connection whose peer resumed on a newer connection.
@@ -996,8 +1000,18 @@ impl Connection {
                 // Our answer to the client's close is already queued.
                 None => ws.flush().await?,
             }
-            // Wait for the other side to finish the closing handshake.
-            while let Some(Ok(_)) = ws.next().await {}
+            // Wait for the other side to finish the closing handshake. A
+            // kicked client may still be flooding: read at most a bounded
+            // number of its frames, then drop the socket.
+            let mut budget = match end {
+                End::Kicked(_) => KICKED_DRAIN_FRAMES,
+                _ => usize::MAX,
+            };
+            while budget > 0
+                && let Some(Ok(_)) = ws.next().await
+            {
+                budget -= 1;
+            }
             Ok::<(), WsError>(())
         })
         .await;
