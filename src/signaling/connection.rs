@@ -43,6 +43,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// keeps writing until it reads the close, and its whole backlog is not
 /// worth unmasking.
 const KICKED_DRAIN_FRAMES: usize = 256;
+/// Frames handled in a row before the connection lets the others run.
+const FRAMES_BEFORE_YIELD: u32 = 4;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// Close code for a connection whose peer resumed on a newer connection.
@@ -252,6 +254,7 @@ impl Connection {
         // After a rate-limit strike the socket is left unread for a moment
         // (see `Verdict::Limited`); writes and pings go on meanwhile.
         let mut paused = false;
+        let mut read_in_a_row: u32 = 0;
         let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             tokio::select! {
@@ -308,6 +311,14 @@ impl Connection {
                     if let Some(pause) = self.read_pause.take() {
                         read_pause.as_mut().reset(tokio::time::Instant::now() + pause);
                         paused = true;
+                    }
+                    // A client whose frames are all already buffered would
+                    // otherwise be served until tokio's budget (128 polls)
+                    // runs out, holding up every other connection on this
+                    // worker: let the others run every few frames.
+                    read_in_a_row += 1;
+                    if read_in_a_row % FRAMES_BEFORE_YIELD == 0 {
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = heartbeat.tick() => {
