@@ -254,7 +254,7 @@ impl Connection {
         // After a rate-limit strike the socket is left unread for a moment
         // (see `Verdict::Limited`); writes and pings go on meanwhile.
         let mut paused = false;
-        let mut read_in_a_row: u32 = 0;
+        let mut frames_read: u32 = 0;
         let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             tokio::select! {
@@ -316,8 +316,8 @@ impl Connection {
                     // otherwise be served until tokio's budget (128 polls)
                     // runs out, holding up every other connection on this
                     // worker: let the others run every few frames.
-                    read_in_a_row += 1;
-                    if read_in_a_row % FRAMES_BEFORE_YIELD == 0 {
+                    frames_read = frames_read.wrapping_add(1);
+                    if frames_read.is_multiple_of(FRAMES_BEFORE_YIELD) {
                         tokio::task::yield_now().await;
                     }
                 }
