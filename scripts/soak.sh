@@ -62,7 +62,8 @@ done
 LOADGEN=(taskset -c "$LG_CPU" target/release/chatsubo-loadgen --addr "127.0.0.1:$PORT" --server-pid "$SERVER")
 # One step a minute, so that the table shows when anything went wrong (each
 # step ends with 1 s in which the last relays arrive and nothing is sent).
-RATES=$(yes "$RATE" | head -n "$MINUTES" | paste -sd, -)
+RATES=$RATE
+for _ in $(seq 2 "$MINUTES"); do RATES="$RATES,$RATE"; done
 "${LOADGEN[@]}" --json "$OUT/relay.json" relay --rates "$RATES" --step-secs 59 --drain-secs 1 \
   > "$OUT/relay.txt" 2>&1 &
 PIDS+=($!)
@@ -108,7 +109,9 @@ import csv, json, sys
 out, churn = sys.argv[1], int(sys.argv[2])
 rows = list(csv.DictReader(open(f"{out}/samples.csv")))
 first = next(r for r in rows if int(r["secs"]) >= 60)
-last = rows[-1]
+# The end of the load: the last sample taken with the peers still on (the
+# very last one may come after they left).
+last = [r for r in rows if int(r["connections"]) > 0][-1]
 relay = json.load(open(f"{out}/relay.json"))
 steps = relay["results"]
 sent = sum(s["sent"] for s in steps)
@@ -119,7 +122,7 @@ print(f"relays: {sent} sent, {got} delivered in {len(steps)} one-minute steps")
 print("p99 ms by minute: " + " ".join(f"{s['latency_ms']['p99']:.1f}" for s in steps))
 print(f"worst minute: #{steps.index(worst) + 1}, p99 {worst['latency_ms']['p99']:.1f} ms, p99.9 {worst['latency_ms']['p999']:.1f} ms, max {worst['latency_ms']['max']:.1f} ms")
 counters = [k for k in rows[0] if k.endswith("_total") or k == "analytics_dropped"]
-bad = {k: int(last[k]) for k in counters if k != "chatsubo_storage_errors_total" and int(last[k]) > 0}
+bad = {k: int(rows[-1][k]) for k in counters if k != "chatsubo_storage_errors_total" and int(rows[-1][k]) > 0}
 rss_growth = int(last["rss_kb"]) / int(first["rss_kb"]) - 1
 store_growth = int(last["store_bytes"]) / int(first["store_bytes"]) - 1
 print(f"duration: {last['secs']} s, samples: {len(rows)}")
@@ -127,7 +130,7 @@ print(f"RSS: {int(first['rss_kb'])/1024:.1f} MB after the first minute, {int(las
 print(f"store on disk: {int(first['store_bytes'])/1e6:.2f} MB after the first minute, {int(last['store_bytes'])/1e6:.2f} MB at the end ({store_growth:+.1%})")
 print(f"peak RSS: {max(int(r['rss_kb']) for r in rows)/1024:.1f} MB; logs: {int(last['log_bytes'])/1e6:.2f} MB")
 print(f"relays delivered: {delivered}")
-print(f"drops, kicks and errors at the end: {bad or 'none'}; storage errors: {last['chatsubo_storage_errors_total']}")
+print(f"drops, kicks and errors at the end: {bad or 'none'}; storage errors: {rows[-1]['chatsubo_storage_errors_total']}")
 ok = not bad and abs(rss_growth) <= 0.10 and (churn > 0 or abs(store_growth) <= 0.10) and float(delivered) >= 1.0
 print("verdict:", "PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
