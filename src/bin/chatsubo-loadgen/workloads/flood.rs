@@ -288,10 +288,11 @@ pub async fn run(base: Arc<Target>, args: FloodArgs) -> Report {
     report.summary(
         "flooding room (10 peers, flood phase)",
         json!(format!(
-            "{} sent ({:.0}/s), {} RATE_LIMITED, {} other errors, {} closed with 1008 (server: {} for rate-limit abuse, {} too slow to read), {} reconnects, {} relays received",
+            "{} sent ({:.0}/s), {} RATE_LIMITED read (server: {} sent), {} other errors, {} closed with 1008 (server: {} for rate-limit abuse, {} too slow to read), {} reconnects, {} relays received",
             flood["sent"],
             flood["sent"].as_f64().unwrap_or(0.0) / args.phase_secs,
             flood["rate_limited"],
+            server_phase(1, "rate_limited"),
             flood["other_errors"],
             flood["kicked"],
             server_phase(1, "kicked_rate_limit"),
