@@ -43,7 +43,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// keeps writing until it reads the close, and its whole backlog is not
 /// worth unmasking.
 const KICKED_DRAIN_FRAMES: usize = 256;
-/// Frames handled in a row before the connection lets the others run.
+/// A connection lets the others run after every this many frames it reads.
 const FRAMES_BEFORE_YIELD: u32 = 4;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
