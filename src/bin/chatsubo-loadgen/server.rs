@@ -99,6 +99,11 @@ impl ServerSpec {
             data_dir.display().to_string(),
             "--log-dir".into(),
             log_dir.display().to_string(),
+            // All the load comes from 127.0.0.1.
+            "--max-connections".into(),
+            "20000".into(),
+            "--max-connections-per-ip".into(),
+            "20000".into(),
         ]);
         argv.extend(flags.iter().cloned());
         argv.extend(args.server_args.iter().cloned());

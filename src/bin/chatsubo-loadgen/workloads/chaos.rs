@@ -181,10 +181,6 @@ pub async fn run(base: Arc<Target>, args: ChaosArgs) -> Report {
         &args.flush_interval_ms.to_string(),
         "--api-token",
         &api_token,
-        "--max-connections",
-        "20000",
-        "--max-connections-per-ip",
-        "20000",
     ]
     .map(String::from)
     .to_vec();

@@ -119,15 +119,7 @@ const SERVER_COUNTERS: [(&str, &str, &str); 7] = [
 ];
 
 pub async fn run(base: Arc<Target>, args: FloodArgs) -> Report {
-    let flags: Vec<String> = [
-        "--max-connections",
-        "20000",
-        "--max-connections-per-ip",
-        "20000",
-    ]
-    .map(String::from)
-    .to_vec();
-    let spec = match ServerSpec::new(&args.server, "flood", &flags) {
+    let spec = match ServerSpec::new(&args.server, "flood", &[]) {
         Ok(spec) => spec,
         Err(err) => {
             let mut report = Report::new("flood", &base, json_args(&args));
