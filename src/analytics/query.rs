@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::event::{SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::store::{Store, Tree, scan_prefix};
-use super::writer::{RoomStats, decode_session};
+use super::writer::{RoomStats, decode_events, decode_session};
 
 /// Filters of `GET /api/sessions`, already validated.
 #[derive(Clone, Debug, Default)]
@@ -151,10 +151,10 @@ pub fn session(
     let mut events = Vec::new();
     let mut failure = None;
     scan_prefix(store, Tree::Events, &key, false, &mut |_, v| {
-        match serde_json::from_slice::<StoredEvent>(v) {
-            Ok(e) => events.push(e),
+        match decode_events(v) {
+            Ok(group) => events.extend(group),
             Err(e) => {
-                failure = Some(anyhow::Error::new(e).context("corrupt event"));
+                failure = Some(e);
                 return false;
             }
         }
@@ -163,6 +163,9 @@ pub fn session(
     if let Some(e) = failure {
         return Err(e);
     }
+    // Groups are in key order (their first event's time); a stable sort
+    // by time puts every event where a key of its own would have.
+    events.sort_by_key(|e| e.at);
     Ok(Some((record, events)))
 }
 

@@ -26,7 +26,8 @@ const CHUNK_PAUSE: Duration = Duration::from_millis(20);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub sessions: usize,
-    pub events: usize,
+    /// `events` records: one per session and writer batch (schema v3).
+    pub event_records: usize,
     pub buckets: usize,
     pub rooms: usize,
 }
@@ -69,7 +70,7 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
         }
         scan_prefix(store, Tree::Events, &key, false, &mut |k, _| {
             batch.delete(Tree::Events, k.to_vec());
-            swept.events += 1;
+            swept.event_records += 1;
             true
         })?;
         batch.delete(Tree::Open, key.clone());
@@ -162,7 +163,7 @@ pub fn sweep_all(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
         let s = sweep_chunk(store, cutoff_ms)?;
         let done = s.total() == 0;
         all.sessions += s.sessions;
-        all.events += s.events;
+        all.event_records += s.event_records;
         all.buckets += s.buckets;
         all.rooms += s.rooms;
         if done {
@@ -187,7 +188,7 @@ pub async fn retention_loop(store: Arc<dyn Store>, retention_days: u32, metrics:
                 tracing::debug!(
                     event = "retention_swept",
                     sessions = swept.sessions,
-                    events = swept.events,
+                    event_records = swept.event_records,
                     buckets = swept.buckets,
                     rooms = swept.rooms,
                     "expired analytics deleted"

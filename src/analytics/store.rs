@@ -87,6 +87,11 @@ impl Batch {
         self.ops.push(Op::Delete(tree, key.into()));
     }
 
+    /// Appends the writes of `other`, in order.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     /// The writes so far are applied before any added after.
     pub fn barrier(&mut self) {
         self.ops.push(Op::Barrier);

@@ -3,7 +3,7 @@
 //! totals and connection peaks up to date. Store failures are counted,
 //! logged with their cause chain and reported to `/health`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,12 @@ use crate::telemetry::Metrics;
 
 /// Most events applied in one batch.
 pub const MAX_BATCH: usize = 1024;
+/// How long the writer gathers events after the first of a batch (unless
+/// [`MAX_BATCH`] come sooner). A session that begins and ends within one
+/// batch costs a third of the writes (see [`BatchState::finish`]), and a
+/// busy session's events are one record per batch. It adds to the flush
+/// window: a `kill -9` loses at most `--flush-interval-ms` plus this.
+pub const BATCH_LINGER: Duration = Duration::from_millis(100);
 /// First wait before a failed batch is tried again; it doubles up to
 /// [`RETRY_MAX_WAIT`].
 pub const RETRY_FIRST_WAIT: Duration = Duration::from_millis(100);
@@ -72,10 +78,19 @@ impl AnalyticsWriter {
                 _ = stop.cancelled() => break,
             };
             let mut events = vec![first];
+            let gather_until = tokio::time::Instant::now() + BATCH_LINGER;
             while events.len() < MAX_BATCH {
                 match queue.try_recv() {
                     Ok(event) => events.push(event),
-                    Err(_) => break,
+                    Err(_) => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep_until(gather_until) => break,
+                        event = queue.recv() => match event {
+                            Some(event) => events.push(event),
+                            None => break,
+                        },
+                    },
                 }
             }
             self.write(events, &stop).await;
@@ -201,20 +216,32 @@ pub fn prepare_batch(store: &dyn Store, events: &[Event]) -> anyhow::Result<Batc
     state.finish()
 }
 
+/// The writes of one batch, gathered while its events are applied and put
+/// in a crash-safe order by [`BatchState::finish`].
 #[derive(Default)]
 struct BatchState {
-    batch: Batch,
+    /// Index writes (`by_room`, `by_peer`) in the order they happened.
+    indexes: Batch,
     sessions: HashMap<u128, Option<SessionRecord>>,
+    /// Each session's events of this batch, in order: stored as one value,
+    /// keyed by the first of them (schema v3).
+    events: HashMap<u128, EventGroup>,
     churn: HashMap<Vec<u8>, ChurnCounts>,
     rooms: HashMap<String, RoomStats>,
     peaks: HashMap<u64, u64>,
-    /// Resume records by key (`None`: no record, deleted at the end).
-    resume: HashMap<Vec<u8>, Option<ResumeRecord>>,
-    /// Sessions ended in this batch: they leave the `open` index only after
-    /// a barrier, once their closed records are written. Recovery finds the
-    /// sessions left open by a crash through that index, and a crash can
-    /// keep any prefix of a batch's writes.
+    /// Resume records by key: whether the store held one before this
+    /// batch, and the record at its end (`None`: none, deleted).
+    resume: HashMap<Vec<u8>, (bool, Option<ResumeRecord>)>,
+    /// Sessions that began in this batch.
+    opened: HashSet<u128>,
+    /// Sessions ended in this batch.
     ended: Vec<u128>,
+}
+
+/// The events of one session within one batch.
+struct EventGroup {
+    key: [u8; keys::EVENT_KEY_LEN],
+    events: Vec<StoredEvent>,
 }
 
 impl BatchState {
@@ -322,11 +349,12 @@ impl BatchState {
             let previous = session.room.replace(room.to_string());
             moved = previous.as_deref() != Some(room);
             if moved && let Some(previous) = previous {
-                self.batch
+                self.indexes
                     .delete(Tree::ByRoom, keys::index_key(&previous, id));
             }
             if moved {
-                self.batch.put(Tree::ByRoom, keys::index_key(room, id), []);
+                self.indexes
+                    .put(Tree::ByRoom, keys::index_key(room, id), []);
             }
         }
         let stats = self.room(store, room, at_ms)?;
@@ -342,9 +370,10 @@ impl BatchState {
             && session.peer_id != peer
         {
             let previous = std::mem::replace(&mut session.peer_id, peer.to_string());
-            self.batch
+            self.indexes
                 .delete(Tree::ByPeer, keys::index_key(&previous, id));
-            self.batch.put(Tree::ByPeer, keys::index_key(peer, id), []);
+            self.indexes
+                .put(Tree::ByPeer, keys::index_key(peer, id), []);
         }
         Ok(())
     }
@@ -377,8 +406,9 @@ impl BatchState {
                     room_full_rejections: 0,
                 };
                 self.sessions.insert(id, Some(record));
-                self.batch.put(Tree::ByPeer, keys::index_key(peer, id), []);
-                self.batch.put(Tree::Open, keys::session_key(id), []);
+                self.opened.insert(id);
+                self.indexes
+                    .put(Tree::ByPeer, keys::index_key(peer, id), []);
                 self.peak(store, at, *connections)?;
             }
             EventKind::Join {
@@ -440,69 +470,115 @@ impl BatchState {
             EventKind::Sample { connections } => self.peak(store, at, *connections)?,
             EventKind::ResumeState(change) => {
                 let key = change.key();
-                let current = match self.resume.remove(&key) {
-                    Some(current) => current,
+                let (existed, current) = match self.resume.remove(&key) {
+                    Some(known) => known,
                     None => match store
                         .get(Tree::Resume, &key)
                         .context("reading a resume record")?
                     {
                         // A record that does not decode is replaced, not
                         // allowed to fail the batch.
-                        Some(v) => resume_state::decode_record(&v).ok(),
-                        None => None,
+                        Some(v) => (true, resume_state::decode_record(&v).ok()),
+                        None => (false, None),
                     },
                 };
-                self.resume.insert(key, change.apply(current, id, at));
+                self.resume
+                    .insert(key, (existed, change.apply(current, id, at)));
             }
         }
         // Events of a session the store does not know (its connect was
         // dropped, or retention removed it) count in the totals only.
         if event.kind.is_stored() && self.session(store, id)?.is_some() {
-            let value = serde_json::to_vec(&StoredEvent {
+            let stored = StoredEvent {
                 at,
                 kind: event.kind.clone(),
-            })
-            .context("encoding an event")?;
-            self.batch
-                .put(Tree::Events, keys::event_key(id, at, event.seq), value);
+            };
+            self.events
+                .entry(id)
+                .or_insert_with(|| EventGroup {
+                    key: keys::event_key(id, at, event.seq),
+                    events: Vec::new(),
+                })
+                .events
+                .push(stored);
         }
         Ok(())
     }
 
-    fn finish(mut self) -> anyhow::Result<Batch> {
+    /// The batch, in an order that keeps every prefix recoverable (a
+    /// crash can keep any prefix of a batch's tree groups, see `Batch`):
+    /// a session that stays open is in the `open` index before its record
+    /// is written, so recovery finds it; a session ended in an earlier
+    /// batch's leaves the index only after a barrier, once its closed
+    /// record is written; a session that begins and ends in this batch is
+    /// written closed and never enters the index. Records come before the
+    /// indexes and events that point at them.
+    fn finish(self) -> anyhow::Result<Batch> {
+        let mut batch = Batch::default();
+        let ended: HashSet<u128> = self.ended.iter().copied().collect();
+        for id in &self.opened {
+            if !ended.contains(id) {
+                batch.put(Tree::Open, keys::session_key(*id), []);
+            }
+        }
         for (id, session) in self.sessions {
             if let Some(session) = session {
                 let value = serde_json::to_vec(&session).context("encoding a session")?;
-                self.batch.put(Tree::Sessions, keys::session_key(id), value);
+                batch.put(Tree::Sessions, keys::session_key(id), value);
             }
         }
+        batch.extend(self.indexes);
+        for (_, group) in self.events {
+            let value = encode_events(&group.events)?;
+            batch.put(Tree::Events, group.key, value);
+        }
         for (key, counts) in self.churn {
-            self.batch.put(Tree::Churn, key, counts.encode());
+            batch.put(Tree::Churn, key, counts.encode());
         }
         for (room, stats) in self.rooms {
             let value = serde_json::to_vec(&stats).context("encoding room totals")?;
-            self.batch.put(Tree::Rooms, room.into_bytes(), value);
+            batch.put(Tree::Rooms, room.into_bytes(), value);
         }
-        for (key, record) in self.resume {
+        for (key, (existed, record)) in self.resume {
             match record {
-                Some(record) => {
-                    self.batch
-                        .put(Tree::Resume, key, resume_state::encode_record(&record))
-                }
-                None => self.batch.delete(Tree::Resume, key),
+                Some(record) => batch.put(Tree::Resume, key, resume_state::encode_record(&record)),
+                None if existed => batch.delete(Tree::Resume, key),
+                // Made and spent within the batch: nothing to write.
+                None => {}
             }
         }
         for (bucket, peak) in self.peaks {
-            self.batch
-                .put(Tree::Peaks, keys::peak_key(bucket), peak.to_be_bytes());
+            batch.put(Tree::Peaks, keys::peak_key(bucket), peak.to_be_bytes());
         }
-        if !self.ended.is_empty() {
-            self.batch.barrier();
-            for id in self.ended {
-                self.batch.delete(Tree::Open, keys::session_key(id));
+        let closed: Vec<u128> = self
+            .ended
+            .into_iter()
+            .filter(|id| !self.opened.contains(id))
+            .collect();
+        if !closed.is_empty() {
+            batch.barrier();
+            for id in closed {
+                batch.delete(Tree::Open, keys::session_key(id));
             }
         }
-        Ok(self.batch)
+        Ok(batch)
+    }
+}
+
+/// The value of one `events` record: the events of one session written
+/// in one batch, as a JSON array (schema v3; v2 held one event object).
+fn encode_events(events: &[StoredEvent]) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(events).context("encoding events")
+}
+
+/// Reads an `events` record: an array of events (v3) or one event (v2).
+pub fn decode_events(bytes: &[u8]) -> anyhow::Result<Vec<StoredEvent>> {
+    if bytes.first() == Some(&b'[') {
+        serde_json::from_slice(bytes).context("corrupt event group")
+    } else {
+        Ok(vec![
+            serde_json::from_slice(bytes).context("corrupt event")?,
+        ])
     }
 }
 
@@ -518,7 +594,7 @@ mod tests {
 
     use super::*;
     use crate::analytics::recorder::Recorder;
-    use crate::analytics::store::{StoreError, Visit};
+    use crate::analytics::store::{Op, StoreError, Visit};
 
     /// A store that fails every write while `broken` is set.
     #[derive(Default)]
@@ -646,6 +722,127 @@ mod tests {
                 "with {kept} of the {groups} groups kept, the session stays open"
             );
         }
+    }
+
+    /// A session that begins and ends in one batch is written closed and
+    /// never enters the `open` index; its resume record, bound and gone
+    /// within the batch, is never written; its events are one record. Any
+    /// prefix of that batch leaves either no session or a closed one.
+    #[test]
+    fn a_session_begun_and_ended_in_one_batch_is_written_closed_once() {
+        use crate::analytics::SledOptions;
+        use crate::analytics::event::CloseReason;
+        use crate::analytics::recovery;
+        use crate::analytics::resume_state::ResumeChange;
+        use crate::analytics::sled_store::SledStore;
+
+        let id = ulid::Ulid::from_parts(2_000, 9).0;
+        let event = |seq: u64, kind: EventKind| Event {
+            session: id,
+            at_ms: 2_000 + seq,
+            seq,
+            kind,
+        };
+        let (room, peer) = ("r".to_string(), "p_1".to_string());
+        let events = [
+            event(
+                0,
+                EventKind::Connect {
+                    peer: peer.clone(),
+                    remote_addr: "127.0.0.1".into(),
+                    user_agent: None,
+                    connections: 1,
+                },
+            ),
+            event(
+                1,
+                EventKind::Join {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    display_name: None,
+                    size: 1,
+                },
+            ),
+            event(
+                2,
+                EventKind::ResumeState(ResumeChange::Bound {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    display_name: None,
+                    token_id: [1; 12],
+                    token_hash: [2; 32],
+                }),
+            ),
+            event(
+                3,
+                EventKind::Leave {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    reason: "left".into(),
+                },
+            ),
+            event(
+                4,
+                EventKind::ResumeState(ResumeChange::Gone {
+                    room,
+                    peer,
+                    token_id: [1; 12],
+                }),
+            ),
+            event(
+                5,
+                EventKind::End {
+                    close_reason: CloseReason::Left,
+                    messages_in: 2,
+                    messages_out: 1,
+                    errors: 0,
+                },
+            ),
+        ];
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SledOptions {
+                cache_bytes: 1 << 20,
+                flush_every_ms: 1000,
+            };
+            let store = SledStore::open(dir.path(), &options).unwrap();
+            (dir, store)
+        };
+        let (_dir, store) = open();
+        let batch = prepare_batch(&store, &events).unwrap();
+        let trees: Vec<Tree> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(t, ..) | Op::Delete(t, _) => Some(*t),
+                Op::Barrier => None,
+            })
+            .collect();
+        assert!(!trees.contains(&Tree::Open), "{trees:?}");
+        assert!(!trees.contains(&Tree::Resume), "{trees:?}");
+        assert_eq!(trees.iter().filter(|t| **t == Tree::Events).count(), 1);
+        assert_eq!(trees.iter().filter(|t| **t == Tree::Sessions).count(), 1);
+        let groups = batch.tree_groups().len();
+        for kept in 0..=groups {
+            let (_dir, store) = open();
+            let batch = prepare_batch(&store, &events).unwrap();
+            for (_, ops) in batch.tree_groups().into_iter().take(kept) {
+                let ops = ops.into_iter().cloned().collect();
+                store.apply(&Batch { ops }).unwrap();
+            }
+            recovery::recover(&store).unwrap();
+            if let Some(stored) = store.get(Tree::Sessions, &keys::session_key(id)).unwrap() {
+                let record = decode_session(&stored).unwrap();
+                assert!(record.ended_at.is_some(), "with {kept} groups kept");
+            }
+        }
+        apply_events(&store, &events).unwrap();
+        let (record, stored) = crate::analytics::query::session(&store, id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.close_reason, Some(CloseReason::Left));
+        assert_eq!(record.messages_in, 2);
+        assert_eq!(stored.len(), 3, "connect, join, leave: {stored:?}");
     }
 
     #[tokio::test]

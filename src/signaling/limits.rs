@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock as _;
+use governor::clock::{Clock as _, QuantaClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
@@ -128,6 +128,11 @@ pub enum Verdict {
     Abuse,
 }
 
+/// The clock of every connection's bucket. Making a `QuantaClock` runs
+/// `cpuid`, which traps to the hypervisor on a VM: once per process, not
+/// once per connection (it was 4.6% of the server's CPU under churn).
+static CLOCK: LazyLock<QuantaClock> = LazyLock::new(QuantaClock::default);
+
 /// A per-connection token bucket plus a count of recent violations.
 pub struct Throttle {
     bucket: DefaultDirectRateLimiter,
@@ -140,7 +145,10 @@ impl Throttle {
         let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
         let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
         Throttle {
-            bucket: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            bucket: RateLimiter::direct_with_clock(
+                Quota::per_second(per_second).allow_burst(burst),
+                CLOCK.clone(),
+            ),
             strikes: 0,
             window_start: Instant::now(),
         }
