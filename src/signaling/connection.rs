@@ -1022,6 +1022,11 @@ impl Connection {
                 && let Some(Ok(_)) = ws.next().await
             {
                 budget -= 1;
+                // As in `pump`: a drained backlog is read a few frames at
+                // a time, between the other connections' turns.
+                if budget.is_multiple_of(FRAMES_BEFORE_YIELD as usize) {
+                    tokio::task::yield_now().await;
+                }
             }
             Ok::<(), WsError>(())
         })
