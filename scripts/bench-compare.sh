@@ -70,7 +70,9 @@ cargo build --release --locked --bin chatsubo --bin chatsubo-loadgen
 
 # --- bookkeeping ----------------------------------------------------------------------
 mkdir -p "$OUT"
-rm -f "$OUT"/results-*.json
+# Only this comparison's own results: docs/bench also keeps the chaos,
+# flood and soak runs.
+rm -f "$OUT"/results-{chatsubo,matchbox_server,peerjs-server}-{idle-*,relay,churn}.json
 : > "$OUT/commands.txt"
 {
   echo "date (UTC):   $(date -u '+%Y-%m-%d %H:%M')"

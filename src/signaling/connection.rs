@@ -43,7 +43,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// keeps writing until it reads the close, and its whole backlog is not
 /// worth unmasking.
 const KICKED_DRAIN_FRAMES: usize = 256;
-/// A connection lets the others run after every this many frames it reads.
+/// A connection lets the others run after reading this many frames in a
+/// row (without its socket running dry in between).
 const FRAMES_BEFORE_YIELD: u32 = 4;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -254,7 +255,8 @@ impl Connection {
         // After a rate-limit strike the socket is left unread for a moment
         // (see `Verdict::Limited`); writes and pings go on meanwhile.
         let mut paused = false;
-        let mut frames_read: u32 = 0;
+        // Frames read one after another without the socket running dry.
+        let mut in_a_row: u32 = 0;
         let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             tokio::select! {
@@ -287,7 +289,13 @@ impl Connection {
                     }
                 }
                 _ = &mut read_pause, if paused => paused = false,
-                read = ws.next(), if !paused => {
+                read = std::future::poll_fn(|cx| {
+                    let read = ws.poll_next_unpin(cx);
+                    if read.is_pending() {
+                        in_a_row = 0;
+                    }
+                    read
+                }), if !paused => {
                     let message = match read {
                         None => return End::Disconnected,
                         Some(Err(err)) => return self.read_error(ws, err).await,
@@ -315,9 +323,12 @@ impl Connection {
                     // A client whose frames are all already buffered would
                     // otherwise be served until tokio's budget (128 polls)
                     // runs out, holding up every other connection on this
-                    // worker: let the others run every few frames.
-                    frames_read = frames_read.wrapping_add(1);
-                    if frames_read.is_multiple_of(FRAMES_BEFORE_YIELD) {
+                    // worker: after a few frames in a row, let the others
+                    // run. A client whose socket runs dry between frames
+                    // (every well-behaved one) never pays for a yield.
+                    in_a_row += 1;
+                    if in_a_row >= FRAMES_BEFORE_YIELD {
+                        in_a_row = 0;
                         tokio::task::yield_now().await;
                     }
                 }
