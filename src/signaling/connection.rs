@@ -45,7 +45,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const KICKED_DRAIN_FRAMES: usize = 256;
 /// A connection lets the others run after reading this many frames in a
 /// row (without its socket running dry in between).
-const FRAMES_BEFORE_YIELD: u32 = 4;
+const FRAMES_BEFORE_YIELD: u32 = 8;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// Close code for a connection whose peer resumed on a newer connection.
