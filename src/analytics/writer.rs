@@ -596,6 +596,17 @@ mod tests {
     use crate::analytics::recorder::Recorder;
     use crate::analytics::store::{Op, StoreError, Visit};
 
+    /// A sled store in a directory of its own, removed with the guard.
+    fn temp_store() -> (tempfile::TempDir, crate::analytics::SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::analytics::SledOptions {
+            cache_bytes: 1 << 20,
+            flush_every_ms: 1000,
+        };
+        let store = crate::analytics::SledStore::open(dir.path(), &options).unwrap();
+        (dir, store)
+    }
+
     /// A store that fails every write while `broken` is set.
     #[derive(Default)]
     struct Flaky {
@@ -640,10 +651,8 @@ mod tests {
     /// for good.
     #[test]
     fn every_prefix_of_a_batch_that_ends_a_session_leaves_it_closable() {
-        use crate::analytics::SledOptions;
         use crate::analytics::event::CloseReason;
         use crate::analytics::recovery;
-        use crate::analytics::sled_store::SledStore;
 
         let id = ulid::Ulid::from_parts(1_000, 7).0;
         let event = |seq: u64, kind: EventKind| Event {
@@ -689,22 +698,13 @@ mod tests {
                 },
             ),
         ];
-        let open = || {
-            let dir = tempfile::tempdir().unwrap();
-            let options = SledOptions {
-                cache_bytes: 1 << 20,
-                flush_every_ms: 1000,
-            };
-            let store = SledStore::open(dir.path(), &options).unwrap();
-            (dir, store)
-        };
         let groups = {
-            let (_dir, store) = open();
+            let (_dir, store) = temp_store();
             apply_events(&store, &connect).unwrap();
             prepare_batch(&store, &rest).unwrap().tree_groups().len()
         };
         for kept in 0..=groups {
-            let (_dir, store) = open();
+            let (_dir, store) = temp_store();
             apply_events(&store, &connect).unwrap();
             let batch = prepare_batch(&store, &rest).unwrap();
             for (_, ops) in batch.tree_groups().into_iter().take(kept) {
@@ -730,11 +730,9 @@ mod tests {
     /// prefix of that batch leaves either no session or a closed one.
     #[test]
     fn a_session_begun_and_ended_in_one_batch_is_written_closed_once() {
-        use crate::analytics::SledOptions;
         use crate::analytics::event::CloseReason;
         use crate::analytics::recovery;
         use crate::analytics::resume_state::ResumeChange;
-        use crate::analytics::sled_store::SledStore;
 
         let id = ulid::Ulid::from_parts(2_000, 9).0;
         let event = |seq: u64, kind: EventKind| Event {
@@ -799,16 +797,7 @@ mod tests {
                 },
             ),
         ];
-        let open = || {
-            let dir = tempfile::tempdir().unwrap();
-            let options = SledOptions {
-                cache_bytes: 1 << 20,
-                flush_every_ms: 1000,
-            };
-            let store = SledStore::open(dir.path(), &options).unwrap();
-            (dir, store)
-        };
-        let (_dir, store) = open();
+        let (_dir, store) = temp_store();
         let batch = prepare_batch(&store, &events).unwrap();
         let trees: Vec<Tree> = batch
             .ops
@@ -824,7 +813,7 @@ mod tests {
         assert_eq!(trees.iter().filter(|t| **t == Tree::Sessions).count(), 1);
         let groups = batch.tree_groups().len();
         for kept in 0..=groups {
-            let (_dir, store) = open();
+            let (_dir, store) = temp_store();
             let batch = prepare_batch(&store, &events).unwrap();
             for (_, ops) in batch.tree_groups().into_iter().take(kept) {
                 let ops = ops.into_iter().cloned().collect();
