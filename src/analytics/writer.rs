@@ -596,6 +596,15 @@ mod tests {
     use crate::analytics::recorder::Recorder;
     use crate::analytics::store::{Op, StoreError, Visit};
 
+    fn event_at(session: u128, at_ms: u64, seq: u64, kind: EventKind) -> Event {
+        Event {
+            session,
+            at_ms,
+            seq,
+            kind,
+        }
+    }
+
     /// A sled store in a directory of its own, removed with the guard.
     fn temp_store() -> (tempfile::TempDir, crate::analytics::SledStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -655,12 +664,7 @@ mod tests {
         use crate::analytics::recovery;
 
         let id = ulid::Ulid::from_parts(1_000, 7).0;
-        let event = |seq: u64, kind: EventKind| Event {
-            session: id,
-            at_ms: 1_000 + seq,
-            seq,
-            kind,
-        };
+        let event = |seq: u64, kind: EventKind| event_at(id, 1_000 + seq, seq, kind);
         let connect = [event(
             0,
             EventKind::Connect {
@@ -735,12 +739,7 @@ mod tests {
         use crate::analytics::resume_state::ResumeChange;
 
         let id = ulid::Ulid::from_parts(2_000, 9).0;
-        let event = |seq: u64, kind: EventKind| Event {
-            session: id,
-            at_ms: 2_000 + seq,
-            seq,
-            kind,
-        };
+        let event = |seq: u64, kind: EventKind| event_at(id, 2_000 + seq, seq, kind);
         let (room, peer) = ("r".to_string(), "p_1".to_string());
         let events = [
             event(

@@ -194,27 +194,41 @@ async fn a_full_disk_degrades_health_keeps_signaling_and_recovers_by_itself() {
     let c = app.joined("stored-again", "zed").await;
     let session = c.welcome["sessionId"].as_str().unwrap().to_string();
     c.close().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    stored_session_until(&app, &session, Duration::from_secs(15), |body| {
+        body["room"] == "stored-again"
+    })
+    .await;
+    app.stop().await;
+    drop(tmpfs);
+}
+
+/// Polls `/api/sessions/{session}` until `done` holds for it. The session
+/// row can be written a batch before its join event, and a session not
+/// written yet is a 404.
+async fn stored_session_until(
+    app: &TestApp,
+    session: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let res = app.get(&format!("/api/sessions/{session}")).await;
         let status = res.status();
-        // The session row can be written a batch before its join event.
         let body: Value = if status == 200 {
             res.json().await.unwrap()
         } else {
             Value::Null
         };
-        if body["room"] == "stored-again" {
-            break;
+        if done(&body) {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the new session and its join were not stored: {status} {body}"
+            "session {session} was not stored as expected: {status} {body}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    app.stop().await;
-    drop(tmpfs);
 }
 
 /// `mount -o remount,<mode>`; whether it worked.
@@ -326,24 +340,10 @@ async fn a_data_directory_read_only_at_start_serves_degraded_then_opens_the_stor
         Healthy,
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let res = app.get(&format!("/api/sessions/{session}")).await;
-        let status = res.status();
-        let body: Value = if status == 200 {
-            res.json().await.unwrap()
-        } else {
-            Value::Null
-        };
-        if body["room"] == "early" && !body["endedAt"].is_null() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session from the read-only time was not stored: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stored_session_until(&app, &session, Duration::from_secs(20), |body| {
+        body["room"] == "early" && !body["endedAt"].is_null()
+    })
+    .await;
     app.stop().await;
     drop(tmpfs);
 }
