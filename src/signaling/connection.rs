@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::limits::{ConnectionPermit, Throttle, Verdict};
+use super::limits::{ConnectionPermit, Over, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
@@ -432,7 +432,8 @@ impl Connection {
         self.hub
             .metrics
             .message_in(reference.unwrap_or(MessageType::Invalid));
-        match self.admit(reference) {
+        let relay = matches!(&parsed, Ok(m) if matches!(m.message, ClientMessage::Relay { .. }));
+        match self.admit(reference, relay) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(end) => return Some(end),
@@ -460,7 +461,7 @@ impl Connection {
     fn on_binary(&mut self) -> Option<End> {
         self.messages_in += 1;
         self.hub.metrics.message_in(MessageType::Invalid);
-        match self.admit(None) {
+        match self.admit(None, false) {
             Ok(true) => self.send_error(&ProtocolError::invalid(
                 "binary frames are not part of the protocol; send JSON text",
             )),
@@ -471,19 +472,30 @@ impl Connection {
     }
 
     /// Counts one inbound message, of type `reference` when known, against
-    /// the rate limit: `Ok(true)` to handle it, `Ok(false)` when it was
-    /// answered with `RATE_LIMITED`, and the end of the connection for
-    /// repeated abuse.
-    fn admit(&mut self, reference: Option<MessageType>) -> Result<bool, End> {
-        match self.throttle.check() {
+    /// the rate limit (and a relay against its room's budget too):
+    /// `Ok(true)` to handle it, `Ok(false)` when it was answered with
+    /// `RATE_LIMITED`, and the end of the connection for repeated abuse.
+    fn admit(&mut self, reference: Option<MessageType>, relay: bool) -> Result<bool, End> {
+        let room = self.room.as_ref().filter(|_| relay);
+        match self.throttle.check(room.map(|r| r.budget())) {
             Verdict::Allow => Ok(true),
-            Verdict::Limited(pause) => {
+            Verdict::Limited(pause, over) => {
                 self.read_pause = Some(pause);
+                let config = &self.hub.config;
+                let (per_second, burst, whose) = match over {
+                    Over::Connection => (config.rate_limit_per_sec, config.rate_limit_burst, ""),
+                    Over::Room => (
+                        config
+                            .rate_limit_per_sec
+                            .saturating_mul(config.max_room_size),
+                        config.rate_limit_burst.saturating_mul(config.max_room_size),
+                        "this room's peers together are ",
+                    ),
+                };
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,
                     format!(
-                        "over {} messages a second (burst {}); slow down",
-                        self.hub.config.rate_limit_per_sec, self.hub.config.rate_limit_burst
+                        "{whose}over {per_second} messages a second (burst {burst}); slow down"
                     ),
                 );
                 let err = match reference {

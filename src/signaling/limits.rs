@@ -1,5 +1,5 @@
 //! Limits on what one client can take: connections in total and per address,
-//! and a per-connection message rate.
+//! a per-connection message rate, and a per-room relay budget.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -123,9 +123,18 @@ pub enum Verdict {
     /// the connection for this long (until its next token, at most
     /// [`MAX_READ_PAUSE`]): a flood then waits in the client's socket
     /// instead of costing the server a parse and an answer per message.
-    Limited(Duration),
+    Limited(Duration, Over),
     /// Over the rate too often: close the connection with 1008.
     Abuse,
+}
+
+/// Which limit a message went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    /// The connection's own rate.
+    Connection,
+    /// The relay budget of its room, shared by all of the room's members.
+    Room,
 }
 
 /// The clock of every connection's bucket. Making a `QuantaClock` runs
@@ -136,28 +145,38 @@ static CLOCK: LazyLock<QuantaClock> = LazyLock::new(QuantaClock::default);
 /// A per-connection token bucket plus a count of recent violations.
 pub struct Throttle {
     bucket: DefaultDirectRateLimiter,
+    /// Time for one token to come back.
+    interval: Duration,
     strikes: u32,
     window_start: Instant,
 }
 
 impl Throttle {
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
-        let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
+        let quota = connection_quota(per_second, burst);
         Throttle {
-            bucket: RateLimiter::direct_with_clock(
-                Quota::per_second(per_second).allow_burst(burst),
-                CLOCK.clone(),
-            ),
+            bucket: RateLimiter::direct_with_clock(quota, CLOCK.clone()),
+            interval: quota.replenish_interval(),
             strikes: 0,
             window_start: Instant::now(),
         }
     }
 
-    pub fn check(&mut self) -> Verdict {
-        let wait = match self.bucket.check() {
-            Ok(()) => return Verdict::Allow,
-            Err(not_until) => not_until.wait_time_from(self.bucket.clock().now()),
+    /// Takes one message from the connection's bucket and, for a relay,
+    /// one from its room's budget. Going over either is a strike; a strike
+    /// over the room's budget pauses reading for at least one of the
+    /// connection's own intervals, so that a member cannot be answered
+    /// faster than its own rate.
+    pub fn check(&mut self, room: Option<&RoomBudget>) -> Verdict {
+        let (wait, over) = match self.bucket.check() {
+            Ok(()) => match room.map(RoomBudget::check) {
+                None | Some(Ok(())) => return Verdict::Allow,
+                Some(Err(wait)) => (wait.max(self.interval), Over::Room),
+            },
+            Err(not_until) => (
+                not_until.wait_time_from(self.bucket.clock().now()),
+                Over::Connection,
+            ),
         };
         let now = Instant::now();
         if now.duration_since(self.window_start) > ABUSE_WINDOW {
@@ -168,9 +187,53 @@ impl Throttle {
         if self.strikes > ABUSE_STRIKES {
             Verdict::Abuse
         } else {
-            Verdict::Limited(wait.min(MAX_READ_PAUSE))
+            Verdict::Limited(wait.min(MAX_READ_PAUSE), over)
         }
     }
+}
+
+/// What all the seats of one room may relay together: the per-connection
+/// rate and burst times the room's size. A room whose members each keep to
+/// their own rate never meets it; a member who reconnects, though, brings a
+/// fresh per-connection burst each time, and the room's budget is what
+/// stops a flood made of reconnects from costing more than a full room of
+/// flooders that stay connected.
+pub struct RoomBudget {
+    bucket: DefaultDirectRateLimiter,
+}
+
+impl RoomBudget {
+    pub fn new(per_connection: Quota, seats: u32) -> Self {
+        let seats = NonZeroU32::new(seats.max(1)).expect("non-zero");
+        let period = per_connection
+            .replenish_interval()
+            .checked_div(seats.get())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_nanos(1));
+        let burst = per_connection.burst_size().saturating_mul(seats);
+        RoomBudget {
+            bucket: RateLimiter::direct_with_clock(
+                Quota::with_period(period)
+                    .expect("non-zero period")
+                    .allow_burst(burst),
+                CLOCK.clone(),
+            ),
+        }
+    }
+
+    /// Takes one relay from the budget, or says how long until the next.
+    pub fn check(&self) -> Result<(), Duration> {
+        self.bucket
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.bucket.clock().now()))
+    }
+}
+
+/// The per-connection quota of `--rate-limit-per-sec` and `--rate-limit-burst`.
+pub fn connection_quota(per_second: u32, burst: u32) -> Quota {
+    let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
+    let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
+    Quota::per_second(per_second).allow_burst(burst)
 }
 
 #[cfg(test)]
@@ -210,16 +273,51 @@ mod tests {
     fn throttle_allows_the_burst_then_limits_then_calls_abuse() {
         let mut t = Throttle::new(1, 5);
         for _ in 0..5 {
-            assert_eq!(t.check(), Verdict::Allow);
+            assert_eq!(t.check(None), Verdict::Allow);
         }
         for _ in 0..ABUSE_STRIKES {
-            match t.check() {
-                Verdict::Limited(pause) => {
+            match t.check(None) {
+                Verdict::Limited(pause, Over::Connection) => {
                     assert!(pause > Duration::ZERO && pause <= MAX_READ_PAUSE)
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(t.check(), Verdict::Abuse);
+        assert_eq!(t.check(None), Verdict::Abuse);
+    }
+
+    #[test]
+    fn a_fresh_connection_brings_no_fresh_burst_to_a_spent_room() {
+        let room = RoomBudget::new(connection_quota(1, 3), 2);
+        let (mut first, mut second, mut third) = (
+            Throttle::new(1, 3),
+            Throttle::new(1, 3),
+            Throttle::new(1, 3),
+        );
+        for _ in 0..3 {
+            assert_eq!(first.check(Some(&room)), Verdict::Allow);
+            assert_eq!(second.check(Some(&room)), Verdict::Allow);
+        }
+        // The third has a full bucket of its own; the room has none left.
+        // Its pause is at least its own interval (one second), capped.
+        assert_eq!(
+            third.check(Some(&room)),
+            Verdict::Limited(MAX_READ_PAUSE, Over::Room)
+        );
+        // Messages that relay nothing do not touch the room's budget.
+        assert_eq!(third.check(None), Verdict::Allow);
+    }
+
+    #[test]
+    fn a_room_budget_is_its_seats_times_one_connection() {
+        let budget = RoomBudget::new(connection_quota(1, 3), 4);
+        for _ in 0..12 {
+            assert_eq!(budget.check(), Ok(()));
+        }
+        match budget.check() {
+            // Four seats at one a second: the next relay is at most 250 ms away.
+            Err(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_millis(250)),
+            Ok(()) => panic!("the budget allowed more than its burst"),
+        }
     }
 }

@@ -4,19 +4,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use governor::Quota;
 use parking_lot::Mutex;
 
+use super::limits::{RoomBudget, connection_quota};
 use super::room::{JoinRefused, Room};
 use super::{ConnHandle, PeerId};
+use crate::config::Config;
 use crate::protocol::RoomName;
 use crate::telemetry::Metrics;
 
-#[derive(Default)]
 pub struct RoomRegistry {
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Each connection's message rate, and the seats of a room: together
+    /// they make a new room's relay budget.
+    per_connection: Quota,
+    seats: u32,
 }
 
 impl RoomRegistry {
+    pub fn new(config: &Config) -> Self {
+        RoomRegistry {
+            rooms: Mutex::default(),
+            per_connection: connection_quota(config.rate_limit_per_sec, config.rate_limit_burst),
+            seats: config.max_room_size,
+        }
+    }
+
     /// Joins (creating the room if needed). On success returns the room and
     /// its size after the join; `Err(n)` when it is full with `n` peers.
     pub fn join(
@@ -56,7 +70,8 @@ impl RoomRegistry {
         {
             return room.clone();
         }
-        let room = Arc::new(Room::new(name.clone()));
+        let budget = RoomBudget::new(self.per_connection, self.seats);
+        let room = Arc::new(Room::new(name.clone(), budget));
         rooms.insert(name.clone(), room.clone());
         metrics.active_rooms.set(rooms.len() as i64);
         room

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::PeerId;
+use super::limits::RoomBudget;
 use super::outbox::{ConnHandle, Frame, Queued, StopReason};
 use crate::protocol::{LeaveReason, PeerInfo, RoomName, ServerMessage};
 use crate::telemetry::Metrics;
@@ -83,15 +84,23 @@ pub struct MemberSnapshot {
 /// A room and its members.
 pub struct Room {
     name: RoomName,
+    /// What all its members may relay together (lock-free).
+    budget: RoomBudget,
     state: Mutex<State>,
 }
 
 impl Room {
-    pub fn new(name: RoomName) -> Self {
+    pub fn new(name: RoomName, budget: RoomBudget) -> Self {
         Room {
             name,
+            budget,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// What its members may relay together.
+    pub fn budget(&self) -> &RoomBudget {
+        &self.budget
     }
 
     pub fn name(&self) -> &RoomName {

@@ -1154,6 +1154,61 @@ async fn rate_limiting_one_room_does_not_stop_another() {
 }
 
 #[tokio::test]
+async fn a_room_that_spent_its_budget_refuses_a_fresh_connections_relays() {
+    // Two seats at one message a second, burst 5: the room may relay 10 at
+    // once, whoever its members are. (Nothing refills for 500 ms.)
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1;
+        c.rate_limit_burst = 5;
+        c.max_room_size = 2;
+    })
+    .await;
+    // Each join takes one of its connection's five; relays take one of the
+    // room's ten as well.
+    let (mut a, mut b) = pair(&app, "duo").await;
+    for i in 0..4 {
+        a.send(json!({"type":"offer","to":b.peer_id(),"data":{"seq":i}}))
+            .await;
+        b.send(json!({"type":"answer","to":a.peer_id(),"data":{"seq":i}}))
+            .await;
+    }
+    for i in 0..4 {
+        assert_eq!(b.recv_type("offer").await["data"]["seq"], i);
+        assert_eq!(a.recv_type("answer").await["data"]["seq"], i);
+    }
+    // b leaves and comes back on a new connection, with a fresh burst of
+    // its own; the room has two relays left.
+    b.close().await;
+    a.recv_type("peer-left").await;
+    let mut b2 = app.joined("duo", "bob").await;
+    a.recv_type("peer-joined").await;
+    for i in 0..3 {
+        b2.send(json!({"type":"answer","to":a.peer_id(),"data":{"seq":10 + i}}))
+            .await;
+    }
+    for i in 0..2 {
+        assert_eq!(a.recv_type("answer").await["data"]["seq"], 10 + i);
+    }
+    let refused = b2.recv_error("RATE_LIMITED").await;
+    assert_eq!(refused["ref"], "answer", "{refused}");
+    let text = refused["message"].as_str().unwrap();
+    assert!(
+        text.contains("this room's peers together are over 2 messages a second (burst 10)"),
+        "{refused}"
+    );
+    // A message that relays nothing takes b2's own last token only.
+    b2.send(json!({"type":"ping","id":7})).await;
+    assert_eq!(b2.recv_type("pong").await["id"], 7);
+    a.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.metric(r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client"}"#)
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_is_too_large_then_closed_with_1009() {
     let app = spawn_app_with(|c| c.max_message_bytes = 2048).await;
     // Just under the limit is fine.
