@@ -75,6 +75,10 @@ impl Store for DeferredStore {
         self.inner()?.apply(batch)
     }
 
+    fn apply_in_order(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.inner()?.apply_in_order(batch)
+    }
+
     fn scan(
         &self,
         tree: Tree,

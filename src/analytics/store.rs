@@ -70,9 +70,11 @@ pub enum Op {
 }
 
 /// Writes applied together, as [`Batch::tree_groups`]: one group per tree,
-/// each group atomic, the groups one after another. A crash (kill -9, power
-/// loss) may keep any prefix of the groups, so a batch whose writes must
-/// not outlive others puts a [`Batch::barrier`] between them.
+/// the groups one after another. [`Store::apply`] makes each group atomic,
+/// and a crash (kill -9, power loss) may keep any prefix of the groups;
+/// [`Store::apply_in_order`] does not, and a crash may keep any prefix of
+/// the writes in that order. A batch whose writes must not outlive others
+/// puts a [`Batch::barrier`] between them.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub ops: Vec<Op>,
@@ -156,8 +158,16 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Applies a batch of writes.
+    /// Applies a batch of writes, each tree group atomic.
     fn apply(&self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Applies a batch's writes one by one, in [`Batch::tree_groups`]
+    /// order, with no group atomic: for batches every prefix of whose
+    /// writes is safe to keep. Cheaper than [`Store::apply`] where that
+    /// costs the engine more per group (see `SledStore`).
+    fn apply_in_order(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.apply(batch)
+    }
 
     /// Visits the keys in `[from, to]` (bounds as given), ascending or
     /// descending, until `visit` returns `false`.

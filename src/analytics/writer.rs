@@ -142,7 +142,7 @@ impl AnalyticsWriter {
                     None => Arc::new(prepare_batch(&*store, &events)?),
                 };
                 let written = store
-                    .apply(&batch)
+                    .apply_in_order(&batch)
                     .context("writing a batch of analytics records");
                 Ok::<_, anyhow::Error>((batch, written))
             })
@@ -200,7 +200,7 @@ impl AnalyticsWriter {
 pub fn apply_events(store: &dyn Store, events: &[Event]) -> anyhow::Result<()> {
     let batch = prepare_batch(store, events)?;
     store
-        .apply(&batch)
+        .apply_in_order(&batch)
         .context("writing a batch of analytics records")
 }
 
@@ -505,8 +505,9 @@ impl BatchState {
         Ok(())
     }
 
-    /// The batch, in an order that keeps every prefix recoverable (a
-    /// crash can keep any prefix of a batch's tree groups, see `Batch`):
+    /// The batch, in an order that keeps every prefix recoverable (it is
+    /// written with `apply_in_order`, so a crash can keep any prefix of its
+    /// writes in tree-group order, see `Batch`):
     /// a session that stays open is in the `open` index before its record
     /// is written, so recovery finds it; a session ended in an earlier
     /// batch's leaves the index only after a barrier, once its closed
@@ -616,6 +617,22 @@ mod tests {
         (dir, store)
     }
 
+    /// A batch's writes in the order `apply_in_order` makes them.
+    fn writes_in_order(batch: &Batch) -> Vec<Op> {
+        batch
+            .tree_groups()
+            .into_iter()
+            .flat_map(|(_, ops)| ops.into_iter().cloned())
+            .collect()
+    }
+
+    /// Writes the first `kept` of a batch's writes, as a crash that kept
+    /// only those would leave the store.
+    fn keep_writes(store: &dyn Store, batch: &Batch, kept: usize) {
+        let ops = writes_in_order(batch).into_iter().take(kept).collect();
+        store.apply_in_order(&Batch { ops }).unwrap();
+    }
+
     /// A store that fails every write while `broken` is set.
     #[derive(Default)]
     struct Flaky {
@@ -652,7 +669,7 @@ mod tests {
         }
     }
 
-    /// A crash can keep any prefix of a batch's tree groups (see `Batch`):
+    /// A crash can keep any prefix of a batch's writes (see `Batch`):
     /// whichever prefix of the batch that ends a session was kept, recovery
     /// must still find and close the session. Found by the chaos workload
     /// (chatsubo-loadgen): the `open` entry was deleted in a group before the
@@ -702,19 +719,16 @@ mod tests {
                 },
             ),
         ];
-        let groups = {
+        let writes = {
             let (_dir, store) = temp_store();
             apply_events(&store, &connect).unwrap();
-            prepare_batch(&store, &rest).unwrap().tree_groups().len()
+            writes_in_order(&prepare_batch(&store, &rest).unwrap()).len()
         };
-        for kept in 0..=groups {
+        for kept in 0..=writes {
             let (_dir, store) = temp_store();
             apply_events(&store, &connect).unwrap();
             let batch = prepare_batch(&store, &rest).unwrap();
-            for (_, ops) in batch.tree_groups().into_iter().take(kept) {
-                let ops = ops.into_iter().cloned().collect();
-                store.apply(&Batch { ops }).unwrap();
-            }
+            keep_writes(&store, &batch, kept);
             recovery::recover(&store).unwrap();
             let stored = store
                 .get(Tree::Sessions, &keys::session_key(id))
@@ -723,7 +737,7 @@ mod tests {
             let record = decode_session(&stored).unwrap();
             assert!(
                 record.ended_at.is_some(),
-                "with {kept} of the {groups} groups kept, the session stays open"
+                "with {kept} of the {writes} writes kept, the session stays open"
             );
         }
     }
@@ -810,18 +824,15 @@ mod tests {
         assert!(!trees.contains(&Tree::Resume), "{trees:?}");
         assert_eq!(trees.iter().filter(|t| **t == Tree::Events).count(), 1);
         assert_eq!(trees.iter().filter(|t| **t == Tree::Sessions).count(), 1);
-        let groups = batch.tree_groups().len();
-        for kept in 0..=groups {
+        let writes = writes_in_order(&batch).len();
+        for kept in 0..=writes {
             let (_dir, store) = temp_store();
             let batch = prepare_batch(&store, &events).unwrap();
-            for (_, ops) in batch.tree_groups().into_iter().take(kept) {
-                let ops = ops.into_iter().cloned().collect();
-                store.apply(&Batch { ops }).unwrap();
-            }
+            keep_writes(&store, &batch, kept);
             recovery::recover(&store).unwrap();
             if let Some(stored) = store.get(Tree::Sessions, &keys::session_key(id)).unwrap() {
                 let record = decode_session(&stored).unwrap();
-                assert!(record.ended_at.is_some(), "with {kept} groups kept");
+                assert!(record.ended_at.is_some(), "with {kept} writes kept");
             }
         }
         apply_events(&store, &events).unwrap();
