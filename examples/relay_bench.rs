@@ -5,6 +5,7 @@
 //! ```text
 //! cargo build --release --bin chatsubo --example relay_bench
 //! target/release/examples/relay_bench [--pairs 50] [--messages 2000] [--rounds 3]
+//! RELAY_BENCH_SINK_ONLY=127.0.0.1:4317 target/release/examples/relay_bench
 //! ```
 //!
 //! Each round starts `target/release/chatsubo` twice (observability off, then
@@ -286,6 +287,26 @@ fn stop(mut server: Server) {
 
 #[tokio::main]
 async fn main() {
+    // RELAY_BENCH_SINK_ONLY=127.0.0.1:4317 runs only the OTLP sink, for a
+    // server started by hand (chatsubo-loadgen's relay workload with trace
+    // export on); it prints the spans received every 5 s until killed.
+    if let Ok(addr) = std::env::var("RELAY_BENCH_SINK_ONLY") {
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        let sink = Sink::default();
+        let spans = sink.spans.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                println!("spans received: {}", spans.load(Ordering::Relaxed));
+            }
+        });
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+        return;
+    }
     let args = args();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_addr = listener.local_addr().unwrap();
