@@ -476,21 +476,19 @@ impl Connection {
     /// `Ok(true)` to handle it, `Ok(false)` when it was answered with
     /// `RATE_LIMITED`, and the end of the connection for repeated abuse.
     fn admit(&mut self, reference: Option<MessageType>, relay: bool) -> Result<bool, End> {
-        let room = self.room.as_ref().filter(|_| relay);
-        match self.throttle.check(room.map(|r| r.budget())) {
+        let budget = self.room.as_ref().filter(|_| relay).map(|r| r.budget());
+        match self.throttle.check(budget) {
             Verdict::Allow => Ok(true),
             Verdict::Limited(pause, over) => {
                 self.read_pause = Some(pause);
                 let config = &self.hub.config;
-                let (per_second, burst, whose) = match over {
-                    Over::Connection => (config.rate_limit_per_sec, config.rate_limit_burst, ""),
-                    Over::Room => (
-                        config
-                            .rate_limit_per_sec
-                            .saturating_mul(config.max_room_size),
-                        config.rate_limit_burst.saturating_mul(config.max_room_size),
+                let (per_second, burst, whose) = match (over, budget) {
+                    (Over::Room, Some(room)) => (
+                        room.per_second(),
+                        room.burst(),
                         "this room's peers together are ",
                     ),
+                    _ => (config.rate_limit_per_sec, config.rate_limit_burst, ""),
                 };
                 let err = ProtocolError::new(
                     ErrorCode::RateLimited,

@@ -153,7 +153,7 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let quota = connection_quota(per_second, burst);
+        let quota = quota(per_second, burst);
         Throttle {
             bucket: RateLimiter::direct_with_clock(quota, CLOCK.clone()),
             interval: quota.replenish_interval(),
@@ -200,24 +200,19 @@ impl Throttle {
 /// flooders that stay connected.
 pub struct RoomBudget {
     bucket: DefaultDirectRateLimiter,
+    per_second: u32,
+    burst: u32,
 }
 
 impl RoomBudget {
-    pub fn new(per_connection: Quota, seats: u32) -> Self {
-        let seats = NonZeroU32::new(seats.max(1)).expect("non-zero");
-        let period = per_connection
-            .replenish_interval()
-            .checked_div(seats.get())
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_nanos(1));
-        let burst = per_connection.burst_size().saturating_mul(seats);
+    /// One connection's `per_second` and `burst`, times the room's `seats`.
+    pub fn new(per_second: u32, burst: u32, seats: u32) -> Self {
+        let per_second = per_second.saturating_mul(seats);
+        let burst = burst.saturating_mul(seats);
         RoomBudget {
-            bucket: RateLimiter::direct_with_clock(
-                Quota::with_period(period)
-                    .expect("non-zero period")
-                    .allow_burst(burst),
-                CLOCK.clone(),
-            ),
+            bucket: RateLimiter::direct_with_clock(quota(per_second, burst), CLOCK.clone()),
+            per_second,
+            burst,
         }
     }
 
@@ -227,10 +222,20 @@ impl RoomBudget {
             .check()
             .map_err(|not_until| not_until.wait_time_from(self.bucket.clock().now()))
     }
+
+    /// Relays a second the room's peers may make together.
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
+    /// Relays the room's peers may make at once.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
 }
 
-/// The per-connection quota of `--rate-limit-per-sec` and `--rate-limit-burst`.
-pub fn connection_quota(per_second: u32, burst: u32) -> Quota {
+/// A token bucket's quota; zero counts as one.
+fn quota(per_second: u32, burst: u32) -> Quota {
     let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
     let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
     Quota::per_second(per_second).allow_burst(burst)
@@ -288,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_fresh_connection_brings_no_fresh_burst_to_a_spent_room() {
-        let room = RoomBudget::new(connection_quota(1, 3), 2);
+        let room = RoomBudget::new(1, 3, 2);
         let (mut first, mut second, mut third) = (
             Throttle::new(1, 3),
             Throttle::new(1, 3),
@@ -310,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_room_budget_is_its_seats_times_one_connection() {
-        let budget = RoomBudget::new(connection_quota(1, 3), 4);
+        let budget = RoomBudget::new(1, 3, 4);
         for _ in 0..12 {
             assert_eq!(budget.check(), Ok(()));
         }

@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use governor::Quota;
 use parking_lot::Mutex;
 
-use super::limits::{RoomBudget, connection_quota};
+use super::limits::RoomBudget;
 use super::room::{JoinRefused, Room};
 use super::{ConnHandle, PeerId};
 use crate::config::Config;
@@ -16,9 +15,10 @@ use crate::telemetry::Metrics;
 
 pub struct RoomRegistry {
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
-    /// Each connection's message rate, and the seats of a room: together
-    /// they make a new room's relay budget.
-    per_connection: Quota,
+    /// Each connection's message rate and burst, and the seats of a room:
+    /// together they make a new room's relay budget.
+    per_second: u32,
+    burst: u32,
     seats: u32,
 }
 
@@ -26,7 +26,8 @@ impl RoomRegistry {
     pub fn new(config: &Config) -> Self {
         RoomRegistry {
             rooms: Mutex::default(),
-            per_connection: connection_quota(config.rate_limit_per_sec, config.rate_limit_burst),
+            per_second: config.rate_limit_per_sec,
+            burst: config.rate_limit_burst,
             seats: config.max_room_size,
         }
     }
@@ -70,7 +71,7 @@ impl RoomRegistry {
         {
             return room.clone();
         }
-        let budget = RoomBudget::new(self.per_connection, self.seats);
+        let budget = RoomBudget::new(self.per_second, self.burst, self.seats);
         let room = Arc::new(Room::new(name.clone(), budget));
         rooms.insert(name.clone(), room.clone());
         metrics.active_rooms.set(rooms.len() as i64);
