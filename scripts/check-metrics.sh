@@ -4,7 +4,7 @@
 # server does not start, the scrape fails, or promtool finds a problem.
 #
 #   scripts/check-metrics.sh                 # builds target/debug/chatsubo first
-#   CHATSUBO_BIN=path/to/chatsubo scripts/check-metrics.sh
+#   scripts/check-metrics.sh path/to/chatsubo  # or CHATSUBO_BIN=path/to/chatsubo
 #
 # promtool comes with the Debian package `prometheus`.
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 command -v promtool >/dev/null || { echo "check-metrics: promtool not found (apt-get install prometheus)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "check-metrics: curl not found" >&2; exit 2; }
 
-bin="${CHATSUBO_BIN:-}"
+bin="${1:-${CHATSUBO_BIN:-}}"
 if [ -z "$bin" ]; then
     cargo build --quiet --bin chatsubo
     bin=target/debug/chatsubo

@@ -37,6 +37,17 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 
+# --- disk -----------------------------------------------------------------------
+# A clean run writes about 2 GB under target/. With less free space the linker
+# dies of SIGBUS half-way through, which reads like a compiler bug: say so first.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${avail_kb:-0}" -lt $((3 * 1024 * 1024)) ]; then
+  echo "test.sh: only $((avail_kb / 1024)) MB free on $(df -P . | awk 'NR==2 {print $6}'); the build needs about 3 GB" >&2
+  exit 1
+fi
+# Incremental artefacts (about 1 GB) only help the next edit-compile cycle.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # --- Rust ---------------------------------------------------------------------
 section "cargo fmt --check"
 cargo fmt --all -- --check
