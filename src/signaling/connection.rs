@@ -99,7 +99,8 @@ where
 struct Connection {
     hub: Arc<Hub>,
     id: u64,
-    session_id: String,
+    /// Shared, not copied, by relay spans and resume bindings.
+    session_id: Arc<str>,
     /// The session id as a number: the key of its analytics records.
     session: u128,
     /// The peer id this connection acts as (changes on a resume).
@@ -133,7 +134,7 @@ impl Connection {
         let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
         let token = hub.tokens.issue();
         let session = hub.ids.session_ulid();
-        let session_id = session.to_string();
+        let session_id: Arc<str> = session.to_string().into();
         let peer_id = hub.ids.peer_id();
         let welcome = ServerMessage::Welcome {
             peer_id: &peer_id,
@@ -146,7 +147,7 @@ impl Connection {
         let now = Instant::now();
         let span = tracing::info_span!(
             "ws.connection",
-            session_id = session_id.as_str(),
+            session_id = &*session_id,
             peer_id = &*peer_id,
             room = Empty,
         );
@@ -515,7 +516,7 @@ impl Connection {
             ($name:literal) => {
                 tracing::info_span!(
                     $name,
-                    session_id = self.session_id.as_str(),
+                    session_id = &*self.session_id,
                     peer_id = &*self.peer_id,
                     room,
                     message.type = kind.as_str(),
@@ -714,7 +715,7 @@ impl Connection {
             &self.token,
             self.peer_id.clone(),
             room.name().clone(),
-            Arc::from(self.session_id.as_str()),
+            self.session_id.clone(),
         );
         if let Some(token_hash) = bound {
             self.persist(ResumeChange::Bound {
@@ -796,7 +797,7 @@ impl Connection {
             RelayAttributes {
                 session_id: &self.session_id,
                 peer_id: &self.peer_id,
-                room: room.name().as_str(),
+                room: room.name().shared(),
                 message_type: kind.as_str(),
             },
         );
@@ -970,7 +971,7 @@ impl Connection {
                         conn_id: self.id,
                         token: Some(self.token),
                         session: self.session,
-                        session_id: self.session_id.clone(),
+                        session_id: self.session_id.to_string(),
                     },
                     grace,
                 );

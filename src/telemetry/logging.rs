@@ -14,11 +14,13 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use time::OffsetDateTime;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Dispatch, Event, Metadata, Subscriber};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
@@ -222,6 +224,30 @@ fn json_f64(value: f64) -> String {
     }
 }
 
+/// The process's subscriber, where a log line's spans find their
+/// OpenTelemetry ids. Set by [`super::init`] once the subscriber is installed
+/// (`Layer::on_register_dispatch` does not reach a layer inside an `Option`).
+static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
+
+/// Tells the log layer which subscriber it is part of.
+pub fn installed_in(dispatch: &Dispatch) {
+    let _ = DISPATCH.set(dispatch.downgrade());
+}
+
+impl<S> JsonLines<S> {
+    /// The ids of the innermost of `spans` that has an OpenTelemetry span.
+    /// Read from the span itself: the layer that makes them does not make
+    /// each entered span the thread's current context (that cost every
+    /// handled frame a context switch of its own).
+    fn trace_ids(&self, spans: &[Id]) -> Option<crate::protocol::TraceParent> {
+        let dispatch = DISPATCH.get()?.upgrade()?;
+        spans.iter().find_map(|id| {
+            let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+            super::traces::ids_of(&cx)
+        })
+    }
+}
+
 impl<S> Layer<S> for JsonLines<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -267,10 +293,11 @@ where
         for (name, member) in fields.members() {
             push(&mut line, name, member);
         }
-        let mut in_span = false;
+        // The line's spans, innermost first.
+        let mut spans: Vec<Id> = Vec::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                in_span = true;
+                spans.push(span.id());
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     for (name, member) in fields.members() {
                         push(&mut line, name, member);
@@ -278,7 +305,7 @@ where
                 }
             }
         }
-        if in_span && let Some(ids) = super::traces::current_ids() {
+        if let Some(ids) = self.trace_ids(&spans) {
             let _ = write!(
                 line,
                 ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",

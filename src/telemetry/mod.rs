@@ -52,6 +52,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with(traces.layer().with_filter(span_filter))
             .try_init()
             .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+        tracing::dispatcher::get_default(logging::installed_in);
     }
     if let Some(target) = &traces.target {
         relay_span::install(traces.relay_tracer());

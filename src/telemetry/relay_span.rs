@@ -22,7 +22,7 @@
 //!
 //! [`SpanQueue`]: super::traces::SpanQueue
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{Span as _, SpanContext, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
@@ -44,11 +44,12 @@ pub fn exporting() -> bool {
     TRACER.get().is_some()
 }
 
-/// What a relay span says about its message.
+/// What a relay span says about its message. The names are shared with the
+/// connection: a span takes a reference count, not a copy of each.
 pub struct RelayAttributes<'a> {
-    pub session_id: &'a str,
-    pub peer_id: &'a str,
-    pub room: &'a str,
+    pub session_id: &'a Arc<str>,
+    pub peer_id: &'a Arc<str>,
+    pub room: &'a Arc<str>,
     pub message_type: &'static str,
 }
 
@@ -85,9 +86,9 @@ impl RelaySpan {
         let span = tracer
             .span_builder("signal.relay")
             .with_attributes([
-                KeyValue::new("session_id", owned(attributes.session_id)),
-                KeyValue::new("peer_id", owned(attributes.peer_id)),
-                KeyValue::new("room", owned(attributes.room)),
+                KeyValue::new("session_id", shared(attributes.session_id)),
+                KeyValue::new("peer_id", shared(attributes.peer_id)),
+                KeyValue::new("room", shared(attributes.room)),
                 KeyValue::new("message.type", attributes.message_type),
             ])
             .start_with_context(tracer, &cx);
@@ -112,8 +113,8 @@ impl Drop for RelaySpan {
     }
 }
 
-fn owned(text: &str) -> StringValue {
-    StringValue::from(text.to_owned())
+fn shared(text: &Arc<str>) -> StringValue {
+    StringValue::from(Arc::clone(text))
 }
 
 #[cfg(test)]
@@ -124,10 +125,11 @@ mod tests {
     fn without_export_the_senders_trace_is_continued_with_a_fresh_span_id() {
         let parent =
             TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let name: Arc<str> = Arc::from("s");
         let attributes = || RelayAttributes {
-            session_id: "s",
-            peer_id: "p",
-            room: "r",
+            session_id: &name,
+            peer_id: &name,
+            room: &name,
             message_type: "offer",
         };
         let span = RelaySpan::start(Some(&parent), None, attributes());
