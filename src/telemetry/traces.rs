@@ -84,16 +84,51 @@ impl ExportTarget {
 
 /// The tracer provider, exporting or not.
 pub struct Traces {
+    // Dropped before the runtime its exporter runs on.
     pub provider: SdkTracerProvider,
     pub target: Option<ExportTarget>,
+    _export_runtime: Option<ExportRuntime>,
+}
+
+/// The runtime of the gRPC exporter: one thread of its own. The channel's
+/// connection runs on it, and so does the encoding of each request (tonic
+/// encodes a batch as hyper sends its body): on the server's runtime, a
+/// batch of 2,048 spans held a relaying worker thread for milliseconds.
+/// (The HTTP exporter's blocking client has a thread of its own already.)
+struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExportRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-export")
+            .enable_all()
+            .build()
+            .context("cannot start the trace export thread")?;
+        Ok(ExportRuntime(Some(runtime)))
+    }
+
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+}
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        // Allowed anywhere, an async context included; spans were flushed
+        // by `Traces::shutdown` before.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Traces {
-    /// Builds the provider. Call inside the tokio runtime's context: the
-    /// gRPC channel runs its connection on it.
+    /// Builds the provider; a gRPC exporter gets a runtime of its own.
     pub fn build(config: &Config) -> anyhow::Result<Self> {
         let target = ExportTarget::from_config(config);
         let mut builder = SdkTracerProvider::builder().with_resource(resource());
+        let mut export_runtime = None;
         match &target {
             Some(target) => {
                 let exporter = if target.http {
@@ -103,6 +138,8 @@ impl Traces {
                         .with_endpoint(target.endpoint.clone())
                         .build()
                 } else {
+                    let runtime = export_runtime.insert(ExportRuntime::start()?);
+                    let _on_it = runtime.enter();
                     opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(target.endpoint.clone())
@@ -121,6 +158,7 @@ impl Traces {
         Ok(Traces {
             provider: builder.build(),
             target,
+            _export_runtime: export_runtime,
         })
     }
 
