@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# User-space instructions per relayed message, counted by valgrind's
+# callgrind: a number that does not move with what else the machine runs,
+# for A/B work where wall-clock CPU per message is too noisy (on a shared VM
+# it moved by a quarter between hours on the same binary).
+#
+# For each mode the release server runs under callgrind twice, with
+# `chatsubo-loadgen relay --rooms 10 --rates 500` for a SHORT and a LONG step
+# (default 4 s and 20 s); the difference of the two totals over the
+# difference of the messages sent is the cost of one relayed message
+# (start-up, joins and shutdown cancel out). The two runs of a mode go side
+# by side, one per core. Modes:
+#
+#   off      --log-level off, no export
+#   logs     JSON logs as shipped
+#   export   logs + OTLP export of every span, to the OTLP sink of
+#            examples/relay_bench.rs (RELAY_BENCH_SINK_ONLY) on a free port
+#
+#   scripts/instructions.sh                 logs and export
+#   scripts/instructions.sh off logs export
+#   BIN=/path/to/chatsubo scripts/instructions.sh logs   another build
+#
+# Prints, per mode: instructions per message in all, and without sled's I/O
+# threads (callgrind runs one thread at a time, so a thread that spins on
+# sled's lazily started pool burns instructions it would not burn on real
+# cores; a run where that part is large is an outlier to run again).
+# About 2 minutes per mode. Needs valgrind; not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v valgrind >/dev/null || { echo "instructions: valgrind not found (apt-get install valgrind)" >&2; exit 2; }
+SHORT=${SHORT:-4}
+LONG=${LONG:-20}
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(logs export)
+
+cargo build --release --locked --bins --example relay_bench >&2
+BIN=${BIN:-target/release/chatsubo}
+work=$(mktemp -d)
+sink=""
+cleanup() {
+  [ -n "$sink" ] && kill "$sink" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+sink_port=""
+if [[ " ${modes[*]} " == *" export "* ]]; then
+  sink_port=$(free_port)
+  RELAY_BENCH_SINK_ONLY=127.0.0.1:$sink_port target/release/examples/relay_bench >"$work/sink.log" 2>&1 &
+  sink=$!
+fi
+
+# one_run DIR MODE SECS: the server under callgrind for one step length.
+one_run() {
+  local dir=$1 mode=$2 secs=$3 port extra=()
+  mkdir -p "$dir"
+  port=$(free_port)
+  case $mode in
+    off) extra=(--log-level off) ;;
+    logs) ;;
+    export) extra=(--otlp-endpoint "http://127.0.0.1:$sink_port") ;;
+    *) echo "instructions: unknown mode $mode" >&2; return 2 ;;
+  esac
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
+    "$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs" \
+    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${extra[@]}" \
+    >"$dir/server.log" 2>"$dir/valgrind.log" &
+  local pid=$!
+  for _ in $(seq 300); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  timeout --signal=INT 300 target/release/chatsubo-loadgen --addr "127.0.0.1:$port" \
+    relay --rooms 10 --rates 500 --step-secs "$secs" >"$dir/loadgen.txt" 2>&1
+  kill -TERM "$pid"
+  wait "$pid" || true
+}
+
+# totals DIR: "<all instructions> <sled's I/O threads> <messages sent>"
+totals() {
+  local ann all sled sent
+  ann=$(callgrind_annotate --inclusive=yes "$1/cg.out" 2>/dev/null)
+  all=$(grep -m1 'PROGRAM TOTALS' <<<"$ann" | awk '{print $1}' | tr -d ,)
+  sled=$(grep -m1 'sled::threadpool::perform_work \[' <<<"$ann" | awk '{print $1}' | tr -d , || true)
+  sent=$(sed -n 's/.*step [0-9]*\/s: sent \([0-9]*\),.*/\1/p' "$1/loadgen.txt" | head -n1)
+  echo "$all ${sled:-0} ${sent:-0}"
+}
+
+printf '%-8s %22s %32s\n' mode "instructions/message" "without sled's I/O threads"
+for mode in "${modes[@]}"; do
+  one_run "$work/$mode-short" "$mode" "$SHORT" &
+  short=$!
+  one_run "$work/$mode-long" "$mode" "$LONG"
+  wait "$short"
+  read -r a1 s1 m1 < <(totals "$work/$mode-short")
+  read -r a2 s2 m2 < <(totals "$work/$mode-long")
+  if [ "$m2" -le "$m1" ]; then
+    echo "instructions: $mode: the long run sent no more messages than the short one" >&2
+    exit 1
+  fi
+  printf '%-8s %22d %32d\n' "$mode" $(((a2 - a1) / (m2 - m1))) $(((a2 - s2 - a1 + s1) / (m2 - m1)))
+done
