@@ -15,6 +15,8 @@
 #   logs     JSON logs as shipped
 #   export   logs + OTLP export of every span, to the OTLP sink of
 #            examples/relay_bench.rs (RELAY_BENCH_SINK_ONLY) on a free port
+#   sampled  the same with parent-based ratio sampling at SAMPLE_RATIO
+#            (default 0.01), as docs/observability.md advises a busy server
 #
 #   scripts/instructions.sh                 logs and export
 #   scripts/instructions.sh off logs export
@@ -47,7 +49,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 sink_port=""
-if [[ " ${modes[*]} " == *" export "* ]]; then
+if [[ " ${modes[*]} " == *" export "* || " ${modes[*]} " == *" sampled "* ]]; then
   sink_port=$(free_port)
   RELAY_BENCH_SINK_ONLY=127.0.0.1:$sink_port target/release/examples/relay_bench >"$work/sink.log" 2>&1 &
   sink=$!
@@ -55,16 +57,21 @@ fi
 
 # one_run DIR MODE SECS: the server under callgrind for one step length.
 one_run() {
-  local dir=$1 mode=$2 secs=$3 port extra=()
+  local dir=$1 mode=$2 secs=$3 port extra=() sampler=()
   mkdir -p "$dir"
   port=$(free_port)
   case $mode in
     off) extra=(--log-level off) ;;
     logs) ;;
     export) extra=(--otlp-endpoint "http://127.0.0.1:$sink_port") ;;
+    sampled)
+      extra=(--otlp-endpoint "http://127.0.0.1:$sink_port")
+      sampler=(OTEL_TRACES_SAMPLER=parentbased_traceidratio "OTEL_TRACES_SAMPLER_ARG=${SAMPLE_RATIO:-0.01}")
+      ;;
     *) echo "instructions: unknown mode $mode" >&2; return 2 ;;
   esac
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_TRACES_SAMPLER -u OTEL_TRACES_SAMPLER_ARG \
+    "${sampler[@]}" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
     "$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs" \
     --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${extra[@]}" \
     >"$dir/server.log" 2>"$dir/valgrind.log" &
