@@ -237,8 +237,8 @@ pub fn installed_in(dispatch: &Dispatch) {
 impl<S> JsonLines<S> {
     /// The ids of the innermost of `spans` that has an OpenTelemetry span.
     /// Read from the span itself: the layer that makes them does not make
-    /// each entered span the thread's current context (that cost every
-    /// handled frame a context switch of its own).
+    /// each entered span the thread's current OpenTelemetry context (that
+    /// cost every handled frame an attach and a detach).
     fn trace_ids(&self, spans: &[Id]) -> Option<crate::protocol::TraceParent> {
         let dispatch = DISPATCH.get()?.upgrade()?;
         spans.iter().find_map(|id| {

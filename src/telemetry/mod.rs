@@ -28,7 +28,6 @@ pub struct Telemetry {
 
 /// Installs the global subscriber: JSON lines to stdout and `--log-dir`,
 /// and OpenTelemetry spans (exported when an OTLP endpoint is configured).
-/// Call inside the tokio runtime's context.
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let filter = log_filter(config)?;
     let writers = LogWriters::open(config)?;
