@@ -2,7 +2,7 @@
 # User-space instructions per relayed message, counted by valgrind's
 # callgrind: a number that does not move with what else the machine runs,
 # for A/B work where wall-clock CPU per message is too noisy (on a shared VM
-# it moved by a quarter between hours on the same binary).
+# it moved by a quarter within the hour on the same code).
 #
 # For each mode the release server runs under callgrind twice, with
 # `chatsubo-loadgen relay --rooms 10 --rates 500` for a SHORT and a LONG step
