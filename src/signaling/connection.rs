@@ -971,7 +971,7 @@ impl Connection {
                         conn_id: self.id,
                         token: Some(self.token),
                         session: self.session,
-                        session_id: self.session_id.to_string(),
+                        session_id: self.session_id.clone(),
                     },
                     grace,
                 );
@@ -1080,7 +1080,7 @@ pub(super) struct AwayPeer {
     pub token: Option<TokenId>,
     /// The session a leave is recorded on.
     pub session: u128,
-    pub session_id: String,
+    pub session_id: Arc<str>,
 }
 
 /// Ends the grace of `peer` after `grace`: if it has not resumed by then,

@@ -60,6 +60,7 @@ impl Hub {
             let room = self.rooms.get_or_create(&room_name, &self.metrics);
             let conn_id = self.next_connection_id();
             let display_name = record.display_name.as_deref().map(Arc::from);
+            let session_id: Arc<str> = Arc::from(record.session.as_str());
             if !room.restore_away(peer_id.clone(), display_name, conn_id, reason) {
                 restored.skipped += 1;
                 continue;
@@ -68,11 +69,7 @@ impl Hub {
                 self.tokens.restore(
                     id,
                     hash,
-                    (
-                        peer_id.clone(),
-                        room_name.clone(),
-                        Arc::from(record.session.as_str()),
-                    ),
+                    (peer_id.clone(), room_name.clone(), session_id.clone()),
                     started + left,
                 );
                 // The store learns the new deadline, as for any drop.
@@ -99,7 +96,7 @@ impl Hub {
                     conn_id,
                     token,
                     session: session.0,
-                    session_id: record.session,
+                    session_id,
                 },
                 left,
             );
