@@ -96,6 +96,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_http_connections: u32,
 
+    /// Kilobytes of kernel receive buffer of each client socket (`SO_RCVBUF`,
+    /// set on the listener and inherited; 0: the kernel's autotuning, which
+    /// may grow it to `net.ipv4.tcp_rmem`'s maximum). Bounds what a client
+    /// can park unread in the server's kernel, and what closing its socket
+    /// has to free.
+    #[arg(long, env = "CHATSUBO_SOCKET_RECV_BUFFER_KB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub socket_recv_buffer_kb: u32,
+
     /// Milliseconds a client has to send a request's headers, counted from
     /// the connection's start (or from the end of its previous request);
     /// slower clients are disconnected (slowloris guard).
@@ -186,6 +195,11 @@ impl Config {
         (!self.join_timeout_secs.is_zero()).then_some(self.join_timeout_secs)
     }
 
+    /// The receive buffer to ask for on client sockets; `None`: the kernel's.
+    pub fn socket_recv_buffer(&self) -> Option<u32> {
+        (self.socket_recv_buffer_kb > 0).then_some(self.socket_recv_buffer_kb * 1024)
+    }
+
     /// The largest accepted message in bytes.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes as usize
@@ -245,6 +259,7 @@ mod tests {
         assert_eq!(c.flush_interval_ms, 1000);
         assert_eq!(c.analytics_queue, 65536);
         assert_eq!(c.max_http_connections, 4096);
+        assert_eq!(c.socket_recv_buffer_kb, 64);
         assert_eq!(c.http_header_timeout(), Duration::from_secs(10));
         assert_eq!(c.ws_handshake_timeout(), Duration::from_secs(10));
         assert_eq!(c.join_timeout(), Some(Duration::from_secs(30)));

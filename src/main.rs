@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = chatsubo::server::bind(config.listen)
+    let listener = chatsubo::server::bind(config.listen, config.socket_recv_buffer())
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     chatsubo::run(listener, config, shutdown_signal()).await
 }

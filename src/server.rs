@@ -50,12 +50,23 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// Binds the listening socket as `TcpListener::bind` does (`SO_REUSEADDR`,
 /// so a restarted server gets its port back at once), with a backlog of
 /// [`LISTEN_BACKLOG`]. Call inside the runtime.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+///
+/// `recv_buffer` (bytes, [`Config::socket_recv_buffer`](crate::config::Config::socket_recv_buffer)) is set on the
+/// listener, so every accepted socket inherits it from its SYN on (the
+/// window scale is chosen then). Without it the kernel grows the buffer of a
+/// client that floods faster than it is read up to `net.ipv4.tcp_rmem`'s
+/// maximum (32 MB on some kernels), all held unread while the connection is
+/// paused for its strikes, and the `close` of a kicked flooder then spends
+/// up to a millisecond freeing it on the worker that relays everyone else.
+pub fn bind(addr: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -429,5 +440,30 @@ async fn sweep_tokens(hub: Arc<Hub>) {
     loop {
         tick.tick().await;
         hub.tokens.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn accepted_recv_buffer(recv_buffer: Option<u32>) -> u32 {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), recv_buffer).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let accepted = TcpSocket::from_std_stream(accepted.into_std().unwrap());
+        accepted.recv_buffer_size().unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_receive_buffer() {
+        // Linux doubles what it is asked for (its bookkeeping), and its
+        // default (`net.ipv4.tcp_rmem`'s middle value) is 128 KiB or more.
+        let bounded = accepted_recv_buffer(Some(16 * 1024)).await;
+        assert!((16 * 1024..=32 * 1024).contains(&bounded), "{bounded}");
+        let kernel = accepted_recv_buffer(None).await;
+        assert!(kernel > 32 * 1024, "{kernel}");
     }
 }

@@ -13,7 +13,7 @@ use chatsubo::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -52,7 +52,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 pub async fn spawn_with_config(config: Config, dir: TempDir) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // The server's own bind: its backlog and receive buffer, as shipped.
+    let listener =
+        chatsubo::server::bind("127.0.0.1:0".parse().unwrap(), config.socket_recv_buffer())
+            .expect("bind");
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(chatsubo::run(listener, config, async {

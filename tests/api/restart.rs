@@ -564,7 +564,7 @@ async fn the_listener_holds_a_reconnect_storm_until_the_first_accept() {
         storm > 256,
         "net.core.somaxconn is {somaxconn}: too small to tell the backlog"
     );
-    let listener = chatsubo::server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let listener = chatsubo::server::bind("127.0.0.1:0".parse().unwrap(), None).expect("bind");
     let addr = listener.local_addr().unwrap();
     // Nothing accepts: every handshake must complete in the kernel's queue.
     let connects = (0..storm).map(|_| {
