@@ -16,8 +16,15 @@ use parking_lot::Mutex;
 pub const ABUSE_STRIKES: u32 = 50;
 /// The window in which strikes are counted.
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
-/// Longest a rate-limited connection goes unread after a strike.
+/// Longest a rate-limited connection goes unread after one of its first
+/// [`STRIKES_PER_DOUBLING`] strikes in the window.
 pub const MAX_READ_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause of all, reached by a connection that keeps striking. Chosen
+/// so that [`ABUSE_STRIKES`] strikes always fit in [`ABUSE_WINDOW`] (at most
+/// 10 × 50 + 10 × 100 + 30 × 150 ms = 6 s), so that abuse still ends in 1008.
+pub const MAX_ABUSE_PAUSE: Duration = Duration::from_millis(150);
+/// Strikes in the window after which the pause doubles (up to three times).
+pub const STRIKES_PER_DOUBLING: u32 = 10;
 
 /// Which cap refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +128,11 @@ pub enum Verdict {
     Allow,
     /// Over the rate: answer `RATE_LIMITED`, and read nothing more from
     /// the connection for this long (until its next token, at most
-    /// [`MAX_READ_PAUSE`]): a flood then waits in the client's socket
-    /// instead of costing the server a parse and an answer per message.
+    /// [`MAX_READ_PAUSE`]; doubled after every [`STRIKES_PER_DOUBLING`]
+    /// strikes in the window, up to [`MAX_ABUSE_PAUSE`]): a flood then waits
+    /// in the client's socket instead of costing the server a parse and an
+    /// answer per message, and a flooder that goes on is read ever less
+    /// often until it is closed.
     Limited(Duration, Over),
     /// Over the rate too often: close the connection with 1008.
     Abuse,
@@ -187,9 +197,20 @@ impl Throttle {
         if self.strikes > ABUSE_STRIKES {
             Verdict::Abuse
         } else {
-            Verdict::Limited(wait.min(MAX_READ_PAUSE), over)
+            Verdict::Limited(read_pause(wait, self.strikes), over)
         }
     }
+}
+
+/// How long to leave a connection unread after its `strike`th strike in the
+/// window, when its next token is `wait` away: a client that slips over its
+/// rate now and then waits for one token; one that keeps flooding is read
+/// ever less often (its reads, refusals and reconnects are what a flood
+/// costs the other rooms).
+fn read_pause(wait: Duration, strike: u32) -> Duration {
+    let first = wait.min(MAX_READ_PAUSE);
+    let doublings = (strike.saturating_sub(1) / STRIKES_PER_DOUBLING).min(3);
+    (first * (1 << doublings)).min(MAX_ABUSE_PAUSE).max(first)
 }
 
 /// What all the seats of one room may relay together: the per-connection
@@ -280,15 +301,44 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(t.check(None), Verdict::Allow);
         }
-        for _ in 0..ABUSE_STRIKES {
+        for strike in 1..=ABUSE_STRIKES {
             match t.check(None) {
                 Verdict::Limited(pause, Over::Connection) => {
-                    assert!(pause > Duration::ZERO && pause <= MAX_READ_PAUSE)
+                    let most = if strike <= STRIKES_PER_DOUBLING {
+                        MAX_READ_PAUSE
+                    } else {
+                        MAX_ABUSE_PAUSE
+                    };
+                    assert!(
+                        pause > Duration::ZERO && pause <= most,
+                        "{strike}: {pause:?}"
+                    )
                 }
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(t.check(None), Verdict::Abuse);
+    }
+
+    #[test]
+    fn the_pause_grows_with_the_strikes_and_abuse_still_fits_the_window() {
+        let ms = Duration::from_millis;
+        // At the default 50 a second a token is 20 ms away.
+        assert_eq!(read_pause(ms(20), 1), ms(20));
+        assert_eq!(read_pause(ms(20), 10), ms(20));
+        assert_eq!(read_pause(ms(20), 11), ms(40));
+        assert_eq!(read_pause(ms(20), 21), ms(80));
+        assert_eq!(read_pause(ms(20), 31), ms(150));
+        assert_eq!(read_pause(ms(20), 50), ms(150));
+        // A token close by is still waited for in full; a far one is capped.
+        assert_eq!(read_pause(ms(1), 45), ms(8));
+        assert_eq!(read_pause(Duration::from_secs(1), 1), MAX_READ_PAUSE);
+        assert_eq!(read_pause(Duration::from_secs(1), 50), MAX_ABUSE_PAUSE);
+        // However slow the rate, the strikes that end in 1008 fit the window.
+        for wait in [ms(1), ms(20), ms(50), Duration::from_secs(60)] {
+            let all: Duration = (1..=ABUSE_STRIKES).map(|s| read_pause(wait, s)).sum();
+            assert!(all < ABUSE_WINDOW, "{wait:?}: {all:?}");
+        }
     }
 
     #[test]
