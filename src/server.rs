@@ -51,13 +51,16 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// so a restarted server gets its port back at once), with a backlog of
 /// [`LISTEN_BACKLOG`]. Call inside the runtime.
 ///
-/// `recv_buffer` (bytes, [`Config::socket_recv_buffer`](crate::config::Config::socket_recv_buffer)) is set on the
+/// `recv_buffer` (bytes; see [`Config::socket_recv_buffer`]) is set on the
 /// listener, so every accepted socket inherits it from its SYN on (the
 /// window scale is chosen then). Without it the kernel grows the buffer of a
 /// client that floods faster than it is read up to `net.ipv4.tcp_rmem`'s
 /// maximum (32 MB on some kernels), all held unread while the connection is
-/// paused for its strikes, and the `close` of a kicked flooder then spends
-/// up to a millisecond freeing it on the worker that relays everyone else.
+/// paused for its strikes, and the `close` of a kicked flooder then frees it
+/// on the worker that relays everyone else (0.2 to 1.1 ms under `perf
+/// trace`, `docs/resilience.md`).
+///
+/// [`Config::socket_recv_buffer`]: crate::config::Config::socket_recv_buffer
 pub fn bind(addr: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
