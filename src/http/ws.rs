@@ -177,7 +177,12 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                Box::pin(signaling::serve(ws, task_hub, info)).await;
+                // The connection runs as a task of its own, spawned before
+                // this one ends (so shutdown still waits for it): the
+                // upgrade's state is freed now instead of being carried,
+                // beside the connection, for as long as it lives.
+                let connection = signaling::serve(ws, task_hub.clone(), info);
+                task_hub.tasks.spawn(connection);
             }
             Err(err) => {
                 tracing::debug!(event = "upgrade_failed", cause = %err, "WebSocket upgrade failed")

@@ -48,6 +48,8 @@ const KICKED_DRAIN_FRAMES: usize = 256;
 const FRAMES_BEFORE_YIELD: u32 = 8;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
+/// The deadline of a timer that is not needed (yet).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 /// Close code for a connection whose peer resumed on a newer connection.
 pub const CLOSE_SUPERSEDED: u16 = 4000;
 
@@ -87,13 +89,25 @@ impl End {
     }
 }
 
-/// Serves one upgraded WebSocket until it ends.
-pub async fn serve<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, info: ConnectionInfo)
+/// Serves one upgraded WebSocket until it ends. The connection is set up
+/// (and its welcome queued) at once; the future only runs it.
+pub fn serve<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = Connection::new(hub, info);
-    conn.run(ws).await;
+    let ConnectionInfo {
+        remote,
+        user_agent,
+        room,
+        permit,
+    } = info;
+    let mut connection = Connection::new(hub, permit);
+    connection.start(remote, user_agent, room);
+    connection.run(ws)
 }
 
 struct Connection {
@@ -115,7 +129,9 @@ struct Connection {
     throttle: Throttle,
     last_seen: Instant,
     connected_at: Instant,
-    info: ConnectionInfo,
+    /// The connection's place under the connection caps, given back when
+    /// it is dropped.
+    _permit: ConnectionPermit,
     messages_in: u64,
     messages_out: u64,
     errors: u64,
@@ -123,13 +139,14 @@ struct Connection {
     span: tracing::Span,
     /// Its OpenTelemetry context, when relay spans are exported: the parent
     /// of relays that bring no `traceparent`.
-    span_context: Option<SpanContext>,
+    /// Boxed: most servers export nothing, and it is 64 bytes.
+    span_context: Option<Box<SpanContext>>,
     /// Set by a rate-limit strike: how long to leave the socket unread.
     read_pause: Option<Duration>,
 }
 
 impl Connection {
-    fn new(hub: Arc<Hub>, info: ConnectionInfo) -> Self {
+    fn new(hub: Arc<Hub>, permit: ConnectionPermit) -> Self {
         let id = hub.next_connection_id();
         let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
         let token = hub.tokens.issue();
@@ -153,7 +170,8 @@ impl Connection {
         );
         let span_context = relay_span::exporting()
             .then(|| span.context().span().span_context().clone())
-            .filter(SpanContext::is_valid);
+            .filter(SpanContext::is_valid)
+            .map(Box::new);
         Connection {
             span,
             span_context,
@@ -171,67 +189,88 @@ impl Connection {
             ever_joined: false,
             last_seen: now,
             connected_at: now,
-            info,
+            _permit: permit,
             messages_in: 0,
             messages_out: 0,
             errors: 0,
         }
     }
 
-    async fn run<S>(&mut self, mut ws: WebSocketStream<S>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let metrics = self.hub.metrics.clone();
+    /// Counts the connection, records its start and joins the room of its
+    /// `?room=`, if any. Done before its future is made, so that what only
+    /// the start needs is not kept in it.
+    fn start(&mut self, remote: SocketAddr, user_agent: Option<String>, room: Option<String>) {
+        let metrics = &self.hub.metrics;
         metrics.active_connections.inc();
         self.hub.recorder.record_at(
             self.session,
             crate::analytics::keys::session_ms(self.session),
             EventKind::Connect {
                 peer: self.peer_id.to_string(),
-                remote_addr: self.info.remote.ip().to_string(),
-                user_agent: self.info.user_agent.clone(),
+                remote_addr: remote.ip().to_string(),
+                user_agent,
                 connections: metrics.active_connections.get().max(0) as u64,
             },
         );
         // `ws.connection` is entered around the synchronous work only (not
-        // on every poll of this future): entering a span costs each layer.
+        // on every poll of the connection's future): entering a span costs
+        // each layer.
         let span = self.span.clone();
-        {
-            let _entered = span.enter();
-            tracing::debug!(event = "connected", "connection opened");
-            if let Some(room) = self.info.room.take() {
-                self.join_query_room(&room);
-            }
-        }
-        let end = self.pump(&mut ws).await;
-        span.in_scope(|| self.leave_room(end));
-        self.close(&mut ws, end).await;
-        metrics.active_connections.dec();
-        self.hub.recorder.record(
-            self.session,
-            EventKind::End {
-                close_reason: close_reason(end),
-                messages_in: self.messages_in,
-                messages_out: self.messages_out,
-                errors: self.errors,
-            },
-        );
-        metrics
-            .session_duration
-            .observe(self.connected_at.elapsed().as_secs_f64());
         let _entered = span.enter();
-        tracing::debug!(
-            event = "disconnected",
-            end = ?end,
-            messages_in = self.messages_in,
-            messages_out = self.messages_out,
-            errors = self.errors,
-            "connection closed"
-        );
+        tracing::debug!(event = "connected", "connection opened");
+        if let Some(room) = room {
+            self.join_query_room(&room);
+        }
+    }
+
+    // Not an `async fn`: an async fn keeps its arguments in slots of their
+    // own beside the body's copies, and the socket alone is 300 bytes that
+    // every idle connection would carry twice. The block below uses the
+    // captured values in place.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn run<S>(mut self, mut ws: WebSocketStream<S>) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        async move {
+            let metrics = self.hub.metrics.clone();
+            let span = self.span.clone();
+            let end = self.pump(&mut ws).await;
+            span.in_scope(|| self.leave_room(end));
+            self.close(&mut ws, end).await;
+            metrics.active_connections.dec();
+            self.hub.recorder.record(
+                self.session,
+                EventKind::End {
+                    close_reason: close_reason(end),
+                    messages_in: self.messages_in,
+                    messages_out: self.messages_out,
+                    errors: self.errors,
+                },
+            );
+            metrics
+                .session_duration
+                .observe(self.connected_at.elapsed().as_secs_f64());
+            let _entered = span.enter();
+            tracing::debug!(
+                event = "disconnected",
+                end = ?end,
+                messages_in = self.messages_in,
+                messages_out = self.messages_out,
+                errors = self.errors,
+                "connection closed"
+            );
+        }
     }
 
     /// Reads, writes and keeps the heartbeat until the connection ends.
+    ///
+    /// This future is most of what an idle connection costs (its size is
+    /// checked by `connection_future_size` below), so it holds as few timers
+    /// and waiters as it can, and the rare paths are boxed.
     async fn pump<S>(&mut self, ws: &mut WebSocketStream<S>) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -243,63 +282,98 @@ impl Connection {
         let shutdown = self.hub.shutdown.clone();
         let stop = self.outbox.stop.clone();
         let span = self.span.clone();
-        let join_timeout = self.hub.config.join_timeout();
-        let join_deadline = tokio::time::sleep_until(
-            tokio::time::Instant::from_std(self.connected_at)
-                + join_timeout.unwrap_or(Duration::from_secs(86_400 * 365)),
-        );
-        let mut join_deadline = std::pin::pin!(join_deadline);
+        let join_deadline = self
+            .hub
+            .config
+            .join_timeout()
+            .map(|timeout| tokio::time::Instant::from_std(self.connected_at) + timeout);
         // Built once: a fresh waiter per pass would register and unregister
         // itself under a lock for every message.
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         let mut stopped = std::pin::pin!(stop.stopped());
-        // After a rate-limit strike the socket is left unread for a moment
-        // (see `Verdict::Limited`); writes and pings go on meanwhile.
-        let mut paused = false;
+        // After a rate-limit strike the socket is left unread until
+        // `paused_until` (see `Verdict::Limited`); writes and pings go on
+        // meanwhile.
+        let mut paused_until = None;
+        // One timer for both deadlines: the read pause's end, and the join
+        // deadline of a connection that never joined.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(
+            join_deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR_FUTURE)
+        ));
         // Frames read one after another without the socket running dry.
         let mut in_a_row: u32 = 0;
-        let mut read_pause = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
+            let awaiting_join = join_deadline.filter(|_| !self.ever_joined);
             tokio::select! {
                 biased;
                 _ = &mut cancelled => return End::Shutdown,
                 reason = &mut stopped => return End::stopped(reason),
-                _ = &mut join_deadline, if join_timeout.is_some() && !self.ever_joined => {
-                    self.hub.metrics.kicked(KickReason::JoinTimeout);
-                    span.in_scope(|| tracing::info!(
-                        event = "join_timeout",
-                        timeout_ms = join_timeout.unwrap_or_default().as_millis() as u64,
-                        "closing a connection that never joined a room"
-                    ));
-                    return End::Kicked(KickReason::JoinTimeout);
+                () = &mut timer, if awaiting_join.is_some() || paused_until.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    if awaiting_join.is_some_and(|deadline| now >= deadline) {
+                        self.hub.metrics.kicked(KickReason::JoinTimeout);
+                        let timeout = self.hub.config.join_timeout().unwrap_or_default();
+                        span.in_scope(|| tracing::info!(
+                            event = "join_timeout",
+                            timeout_ms = timeout.as_millis() as u64,
+                            "closing a connection that never joined a room"
+                        ));
+                        return End::Kicked(KickReason::JoinTimeout);
+                    }
+                    if paused_until.is_some_and(|until| now >= until) {
+                        paused_until = None;
+                    }
+                    if let Some(at) = paused_until.into_iter().chain(awaiting_join).min() {
+                        timer.as_mut().reset(at);
+                    }
                 }
                 Ok(frame) = self.outbox.rx.recv_async() => {
                     // A client that stops reading blocks this write for as
                     // long as it likes, and meanwhile no ping goes out; a
                     // kick or a shutdown still ends it, and so does a write
-                    // stuck for the two intervals of the liveness rule.
-                    tokio::select! {
-                        written = self.write_batch(ws, frame) => {
-                            if let Err(err) = written {
-                                return self.transport_error(&err);
+                    // stuck for the two intervals of the liveness rule
+                    // (checked on the heartbeat's ticks: no timer of its
+                    // own per write).
+                    let started = Instant::now();
+                    let mut ping_due = false;
+                    let written = {
+                        let write = self.write_batch(ws, frame);
+                        let mut write = std::pin::pin!(write);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                written = &mut write => break Ok(written),
+                                _ = &mut cancelled => break Err(End::Shutdown),
+                                reason = &mut stopped => break Err(End::stopped(reason)),
+                                _ = heartbeat.tick() => {
+                                    if started.elapsed() >= 2 * interval {
+                                        break Err(End::Timeout);
+                                    }
+                                    ping_due = true;
+                                }
                             }
                         }
-                        _ = &mut cancelled => return End::Shutdown,
-                        reason = &mut stopped => return End::stopped(reason),
-                        _ = tokio::time::sleep(2 * interval) => return End::Timeout,
+                    };
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => return self.transport_error(&err),
+                        Err(end) => return end,
+                    }
+                    if ping_due && let Some(end) = self.heartbeat(ws, interval).await {
+                        return end;
                     }
                 }
-                _ = &mut read_pause, if paused => paused = false,
                 read = std::future::poll_fn(|cx| {
                     let read = ws.poll_next_unpin(cx);
                     if read.is_pending() {
                         in_a_row = 0;
                     }
                     read
-                }), if !paused => {
+                }), if paused_until.is_none() => {
                     let message = match read {
                         None => return End::Disconnected,
-                        Some(Err(err)) => return self.read_error(ws, err).await,
+                        // Boxed: the error path is rare and its future large.
+                        Some(Err(err)) => return Box::pin(self.read_error(ws, err)).await,
                         Some(Ok(message)) => message,
                     };
                     self.last_seen = Instant::now();
@@ -318,8 +392,10 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                     if let Some(pause) = self.read_pause.take() {
-                        read_pause.as_mut().reset(tokio::time::Instant::now() + pause);
-                        paused = true;
+                        let until = tokio::time::Instant::now() + pause;
+                        paused_until = Some(until);
+                        let awaiting_join = join_deadline.filter(|_| !self.ever_joined);
+                        timer.as_mut().reset(awaiting_join.map_or(until, |at| at.min(until)));
                     }
                     // A client whose frames are all already buffered would
                     // otherwise be served until tokio's budget (128 polls)
@@ -334,47 +410,78 @@ impl Connection {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.last_seen.elapsed() >= 2 * interval {
-                        return End::Timeout;
-                    }
-                    if let Err(err) = ws.send(Message::Ping(Default::default())).await {
-                        return self.transport_error(&err);
+                    if let Some(end) = self.heartbeat(ws, interval).await {
+                        return end;
                     }
                 }
             }
         }
     }
 
+    /// A heartbeat tick: drops a client silent for two intervals, else pings.
+    // This and `write_batch` are plain functions returning an async block,
+    // as `run` is: an async fn's future keeps its arguments twice.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn heartbeat<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        interval: Duration,
+    ) -> impl Future<Output = Option<End>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        async move {
+            if self.last_seen.elapsed() >= 2 * interval {
+                return Some(End::Timeout);
+            }
+            let ping = async {
+                std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
+                ws.start_send_unpin(Message::Ping(Default::default()))?;
+                std::future::poll_fn(|cx| ws.poll_flush_unpin(cx)).await
+            };
+            match ping.await {
+                Ok(()) => None,
+                Err(err) => Some(self.transport_error(&err)),
+            }
+        }
+    }
+
     /// Writes one frame and whatever else is already queued, then flushes once.
-    async fn write_batch<S>(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn write_batch<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
         first: Frame,
-    ) -> Result<(), WsError>
+    ) -> impl Future<Output = Result<(), WsError>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.write_one(ws, first).await?;
-        for _ in 1..WRITE_BATCH {
-            match self.outbox.rx.try_recv() {
-                Ok(frame) => self.write_one(ws, frame).await?,
-                Err(_) => break,
+        // `feed` would keep each message in its future while it waits for
+        // the socket; waiting first and handing the message over after
+        // keeps the future small.
+        async move {
+            let mut next = Some(first);
+            let mut written = 0;
+            while let Some(frame) = next {
+                std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
+                self.hub.metrics.message_out(frame.kind);
+                self.messages_out += 1;
+                ws.start_send_unpin(Message::Text(frame.text))?;
+                written += 1;
+                next = if written < WRITE_BATCH {
+                    self.outbox.rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
+            std::future::poll_fn(|cx| ws.poll_flush_unpin(cx)).await
         }
-        ws.flush().await
-    }
-
-    async fn write_one<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        frame: Frame,
-    ) -> Result<(), WsError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.hub.metrics.message_out(frame.kind);
-        self.messages_out += 1;
-        ws.feed(Message::Text(frame.text)).await
     }
 
     fn transport_error(&self, err: &WsError) -> End {
@@ -793,7 +900,7 @@ impl Connection {
         };
         let span = RelaySpan::start(
             parent.as_ref(),
-            self.span_context.as_ref(),
+            self.span_context.as_deref(),
             RelayAttributes {
                 session_id: &self.session_id,
                 peer_id: &self.peer_id,
@@ -1188,4 +1295,38 @@ fn telemetry_event(event: &ClientTelemetry) -> EventKind {
         }
     }
     kind
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::telemetry::Metrics;
+
+    /// Every idle connection carries its future (in its task) for as long
+    /// as it lives: 2,768 bytes (over this duplex stream) before `serve`,
+    /// `run` and `pump` were reshaped, plus 768 for the upgrade's task that
+    /// held it; 1,648 after. Raise this budget only knowingly, with the idle
+    /// memory measured again (docs/performance.md).
+    #[tokio::test]
+    async fn connection_future_size() {
+        const BUDGET: usize = 1_664;
+        let hub = Hub::new(Arc::new(Config::defaults()), Arc::new(Metrics::new(10)));
+        let (socket, _client) = tokio::io::duplex(64);
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, None).await;
+        let info = ConnectionInfo {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            user_agent: None,
+            room: None,
+            permit: hub
+                .limits
+                .try_acquire("127.0.0.1".parse().unwrap())
+                .unwrap(),
+        };
+        let connection = serve(ws, hub.clone(), info);
+        let size = std::mem::size_of_val(&connection);
+        assert!(size <= BUDGET, "the connection future is {size} bytes");
+    }
 }
