@@ -27,6 +27,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::span_ids::SpanIds;
 use crate::config::{Config, LogRotation};
 use crate::telemetry::metrics::pipeline;
 
@@ -295,22 +296,35 @@ where
         }
         // The line's spans, innermost first.
         let mut spans: Vec<Id> = Vec::new();
+        // The innermost span's ids: from `span_ids` when traces are not
+        // exported, else from its OpenTelemetry span.
+        let mut ids = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 spans.push(span.id());
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<SpanFields>() {
                     for (name, member) in fields.members() {
                         push(&mut line, name, member);
                     }
                 }
+                if ids.is_none() {
+                    ids = extensions
+                        .get::<SpanIds>()
+                        .map(|ids| (ids.trace_id, ids.span_id));
+                }
             }
         }
-        if let Some(ids) = self.trace_ids(&spans) {
+        let ids = ids.or_else(|| {
+            self.trace_ids(&spans)
+                .map(|ids| (ids.trace_id, ids.span_id))
+        });
+        if let Some((trace_id, span_id)) = ids {
             let _ = write!(
                 line,
                 ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                hex::encode(ids.trace_id),
-                hex::encode(ids.span_id)
+                hex::encode(trace_id),
+                hex::encode(span_id)
             );
         }
         line.push_str("}\n");

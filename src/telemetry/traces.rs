@@ -224,7 +224,7 @@ pub fn ids_of(cx: &Context) -> Option<TraceParent> {
 /// Makes `span` (not yet entered) continue the trace of a client's
 /// `traceparent`.
 pub fn continue_trace(span: &tracing::Span, parent: &TraceParent) {
-    if span.is_disabled() {
+    if span.is_disabled() || super::span_ids::continue_trace(span, parent) {
         return;
     }
     let _ = span.set_parent(Context::new().with_remote_span_context(remote_context(parent)));

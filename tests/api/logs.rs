@@ -8,6 +8,9 @@ use crate::helpers::*;
 const DATA_SENTINEL: &str = "SENTINEL-DATA-7c1e";
 const API_TOKEN: &str = "SENTINEL-API-TOKEN-93ab";
 
+/// The trace id of the `traceparent` one client sends with its join.
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 fn is_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -53,8 +56,11 @@ async fn log_file_has_the_fields_and_no_secrets() {
     // A refused token, and a client error message with the sentinel.
     let mut c = app.client().await;
     tokens.push(c.token());
-    c.send(json!({"type":"join","room":"other","resumeToken":format!("{DATA_SENTINEL}-token")}))
-        .await;
+    c.send(
+        json!({"type":"join","room":"other","resumeToken":format!("{DATA_SENTINEL}-token"),
+        "traceparent":format!("00-{CLIENT_TRACE}-00f067aa0ba902b7-01")}),
+    )
+    .await;
     c.recv_type("joined").await;
     c.send(json!({"type":"telemetry","event":"client-error","code":"X","message":DATA_SENTINEL}))
         .await;
@@ -148,6 +154,18 @@ async fn log_file_has_the_fields_and_no_secrets() {
     assert_eq!(ann["level"], "INFO");
     assert_eq!(ann["target"], "chatsubo::signaling::connection");
     assert!(ann["session_id"].as_str().unwrap().len() == 26);
+    // Without trace export the ids are still a trace: a message's span
+    // shares its connection's trace id, with a span id of its own, ...
+    let connected = event("connected");
+    let ann_connected = connected
+        .iter()
+        .find(|l| l["session_id"] == ann["session_id"])
+        .expect("ann's connected line (debug)");
+    assert_eq!(ann["trace_id"], ann_connected["trace_id"]);
+    assert_ne!(ann["span_id"], ann_connected["span_id"]);
+    // ... and a client's traceparent is continued.
+    let other = joins.iter().find(|l| l["room"] == "other").unwrap();
+    assert_eq!(other["trace_id"], CLIENT_TRACE, "{other}");
     let resumed = event("peer_resumed");
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0]["room"], "logged");
