@@ -74,21 +74,21 @@ pub fn continue_trace(span: &Span, parent: &TraceParent) -> bool {
     .unwrap_or(false)
 }
 
-/// The ids of `span`, if this layer gave it some.
-pub fn ids_of(span: &Span) -> Option<SpanIds> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let data = registry.span(id)?;
-        data.extensions().get::<SpanIds>().copied()
-    })
-    .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
+
+    /// The ids of `span`, if the layer gave it some.
+    fn ids_of(span: &Span) -> Option<SpanIds> {
+        span.with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let data = registry.span(id)?;
+            data.extensions().get::<SpanIds>().copied()
+        })
+        .flatten()
+    }
 
     fn with_layer(f: impl FnOnce()) {
         let subscriber = tracing_subscriber::registry().with(IdsLayer);
