@@ -323,7 +323,7 @@ impl Connection {
                     if paused_until.is_some_and(|until| now >= until) {
                         paused_until = None;
                     }
-                    if let Some(at) = paused_until.into_iter().chain(awaiting_join).min() {
+                    if let Some(at) = sooner(paused_until, awaiting_join) {
                         timer.as_mut().reset(at);
                     }
                 }
@@ -392,10 +392,11 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                     if let Some(pause) = self.read_pause.take() {
-                        let until = tokio::time::Instant::now() + pause;
-                        paused_until = Some(until);
+                        paused_until = Some(tokio::time::Instant::now() + pause);
                         let awaiting_join = join_deadline.filter(|_| !self.ever_joined);
-                        timer.as_mut().reset(awaiting_join.map_or(until, |at| at.min(until)));
+                        if let Some(at) = sooner(paused_until, awaiting_join) {
+                            timer.as_mut().reset(at);
+                        }
                     }
                     // A client whose frames are all already buffered would
                     // otherwise be served until tokio's budget (128 polls)
@@ -1161,6 +1162,14 @@ impl Connection {
         })
         .await;
     }
+}
+
+/// The sooner of `pump`'s two deadlines (read pause, join), if either is set.
+fn sooner(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    a.into_iter().chain(b).min()
 }
 
 fn not_in_room() -> ProtocolError {

@@ -210,7 +210,8 @@ impl Throttle {
 fn read_pause(wait: Duration, strike: u32) -> Duration {
     let first = wait.min(MAX_READ_PAUSE);
     let doublings = (strike.saturating_sub(1) / STRIKES_PER_DOUBLING).min(3);
-    (first * (1 << doublings)).min(MAX_ABUSE_PAUSE).max(first)
+    // `first` is at most MAX_READ_PAUSE, below the cap: never shortened.
+    (first * (1 << doublings)).min(MAX_ABUSE_PAUSE)
 }
 
 /// What all the seats of one room may relay together: the per-connection

@@ -240,11 +240,15 @@ impl<S> JsonLines<S> {
     /// Read from the span itself: the layer that makes them does not make
     /// each entered span the thread's current OpenTelemetry context (that
     /// cost every handled frame an attach and a detach).
-    fn trace_ids(&self, spans: &[Id]) -> Option<crate::protocol::TraceParent> {
+    fn trace_ids(&self, spans: &[Id]) -> Option<SpanIds> {
         let dispatch = DISPATCH.get()?.upgrade()?;
         spans.iter().find_map(|id| {
             let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
-            super::traces::ids_of(&cx)
+            let ids = super::traces::ids_of(&cx)?;
+            Some(SpanIds {
+                trace_id: ids.trace_id,
+                span_id: ids.span_id,
+            })
         })
     }
 }
@@ -309,22 +313,16 @@ where
                     }
                 }
                 if ids.is_none() {
-                    ids = extensions
-                        .get::<SpanIds>()
-                        .map(|ids| (ids.trace_id, ids.span_id));
+                    ids = extensions.get::<SpanIds>().copied();
                 }
             }
         }
-        let ids = ids.or_else(|| {
-            self.trace_ids(&spans)
-                .map(|ids| (ids.trace_id, ids.span_id))
-        });
-        if let Some((trace_id, span_id)) = ids {
+        if let Some(ids) = ids.or_else(|| self.trace_ids(&spans)) {
             let _ = write!(
                 line,
                 ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                hex::encode(trace_id),
-                hex::encode(span_id)
+                hex::encode(ids.trace_id),
+                hex::encode(ids.span_id)
             );
         }
         line.push_str("}\n");
