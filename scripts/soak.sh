@@ -44,7 +44,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 taskset -c "$SRV_CPU" target/release/chatsubo --listen "127.0.0.1:$PORT" \
   --data-dir "$OUT/data" --log-dir "$OUT/logs" \
   --max-connections 20000 --max-connections-per-ip 20000 \
-  --rate-limit-per-sec 1000 --rate-limit-burst 2000 > "$OUT/server.log" 2>&1 &
+  --rate-limit-per-sec 1000 --rate-limit-burst 2000 ${SRVARGS:-} > "$OUT/server.log" 2>&1 &
 SERVER=$!
 PIDS=()
 cleanup() {

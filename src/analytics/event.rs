@@ -154,28 +154,50 @@ pub struct StoredEvent {
     pub kind: EventKind,
 }
 
-/// The stored record of one session (schema v1 value of the `sessions` tree).
+/// The stored record of one session (the value of the `sessions` tree).
+///
+/// From schema v4 on, a stored value leaves out what it can do without:
+/// the session id (the record's key holds it; [`decode_session`] puts it
+/// back), fields that are `null` and counters that are 0. Older values,
+/// which have them all, read the same.
+///
+/// [`decode_session`]: super::writer::decode_session
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
+    #[serde(default, skip_serializing)]
     pub session_id: String,
     pub peer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     pub remote_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     /// Unix milliseconds.
     pub connected_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_reason: Option<CloseReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_from: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub messages_in: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub messages_out: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u64,
     /// Joins of this session refused with ROOM_FULL.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub room_full_rejections: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SessionRecord {

@@ -64,7 +64,7 @@ pub fn sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<Ses
                 Bound::Included(&keys::session_key(hi)),
                 true,
                 &mut |k, v| {
-                    match (keys::decode_session_key(k), decode_session(v)) {
+                    match (keys::decode_session_key(k), decode_session(k, v)) {
                         (Some(id), Ok(s)) => rows.push((id, s)),
                         (_, Err(e)) => {
                             failure = Some(e);
@@ -93,8 +93,9 @@ pub fn sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<Ses
                     let Some((_, id)) = keys::decode_index_key(k) else {
                         return true;
                     };
-                    match store.get(Tree::Sessions, &keys::session_key(id)) {
-                        Ok(Some(v)) => match decode_session(&v) {
+                    let key = keys::session_key(id);
+                    match store.get(Tree::Sessions, &key) {
+                        Ok(Some(v)) => match decode_session(&key, &v) {
                             Ok(s) => {
                                 if room.is_none() || s.room == *room {
                                     rows.push((id, s));
@@ -147,7 +148,7 @@ pub fn session(
     let Some(value) = store.get(Tree::Sessions, &key)? else {
         return Ok(None);
     };
-    let record = decode_session(&value)?;
+    let record = decode_session(&key, &value)?;
     let mut events = Vec::new();
     let mut failure = None;
     scan_prefix(store, Tree::Events, &key, false, &mut |_, v| {
@@ -267,8 +268,8 @@ pub fn stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow::Result<
         Bound::Included(&keys::session_key(keys::first_id_at(since_ms))),
         Bound::Included(&keys::session_key(keys::last_id_at(until_ms - 1))),
         false,
-        &mut |_, v| {
-            match decode_session(v) {
+        &mut |k, v| {
+            match decode_session(k, v) {
                 Ok(s) => {
                     stats.sessions += 1;
                     if let Some(d) = s.duration_ms {

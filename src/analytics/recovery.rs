@@ -74,7 +74,7 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
         let mut batch = Batch::default();
         for key in open {
             if let Some(bytes) = store.get(Tree::Sessions, &key)? {
-                let mut session = decode_session(&bytes)?;
+                let mut session = decode_session(&key, &bytes)?;
                 if session.ended_at.is_none() {
                     // No marker at all: the connection's own start is the
                     // only moment known for sure.

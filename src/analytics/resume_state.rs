@@ -65,21 +65,26 @@ pub struct StoredToken {
     pub sha256: String,
 }
 
-/// The value of a `resume` record (JSON).
+/// The value of a `resume` record (JSON). From schema v4 on, fields that
+/// are `null` are left out; older values, which have them, read the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResumeRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// The session id (ULID text) of the connection holding the token: the
     /// `resumedFrom` of a resume, and the session a leave is recorded on.
     pub session: String,
     /// The current token; `null` once it was spent without a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<StoredToken>,
     /// When the peer entered the room (unix ms; orders the members).
     pub joined_at: u64,
     /// When its grace ends (unix ms); `null` while it is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
     /// Why it dropped (`disconnected`, `timeout`); `null` while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

@@ -57,7 +57,7 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
     )?;
     for (key, value) in old {
         let id = keys::decode_session_key(&key).context("corrupt session key")?;
-        match decode_session(&value) {
+        match decode_session(&key, &value) {
             Ok(session) => {
                 if let Some(room) = &session.room {
                     batch.delete(Tree::ByRoom, keys::index_key(room, id));

@@ -253,11 +253,12 @@ impl BatchState {
         let entry = match self.sessions.entry(id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
+                let key = keys::session_key(id);
                 let loaded = match store
-                    .get(Tree::Sessions, &keys::session_key(id))
+                    .get(Tree::Sessions, &key)
                     .context("reading a session")?
                 {
-                    Some(bytes) => Some(decode_session(&bytes)?),
+                    Some(bytes) => Some(decode_session(&key, &bytes)?),
                     None => None,
                 };
                 e.insert(loaded)
@@ -583,9 +584,16 @@ pub fn decode_events(bytes: &[u8]) -> anyhow::Result<Vec<StoredEvent>> {
     }
 }
 
-/// Reads a stored session record.
-pub fn decode_session(bytes: &[u8]) -> anyhow::Result<SessionRecord> {
-    serde_json::from_slice(bytes).context("corrupt session record")
+/// Reads the session record stored under `key`. A v4 value has no
+/// `sessionId`: it is the key's.
+pub fn decode_session(key: &[u8], bytes: &[u8]) -> anyhow::Result<SessionRecord> {
+    let mut record: SessionRecord =
+        serde_json::from_slice(bytes).context("corrupt session record")?;
+    if record.session_id.is_empty() {
+        let id = keys::decode_session_key(key).context("corrupt session key")?;
+        record.session_id = ulid::Ulid(id).to_string();
+    }
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -734,7 +742,7 @@ mod tests {
                 .get(Tree::Sessions, &keys::session_key(id))
                 .unwrap()
                 .expect("the session's record");
-            let record = decode_session(&stored).unwrap();
+            let record = decode_session(&keys::session_key(id), &stored).unwrap();
             assert!(
                 record.ended_at.is_some(),
                 "with {kept} of the {writes} writes kept, the session stays open"
@@ -831,7 +839,7 @@ mod tests {
             keep_writes(&store, &batch, kept);
             recovery::recover(&store).unwrap();
             if let Some(stored) = store.get(Tree::Sessions, &keys::session_key(id)).unwrap() {
-                let record = decode_session(&stored).unwrap();
+                let record = decode_session(&keys::session_key(id), &stored).unwrap();
                 assert!(record.ended_at.is_some(), "with {kept} writes kept");
             }
         }

@@ -269,7 +269,7 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
     let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(2));
-    assert_eq!(prepared.now, 3);
+    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
     let event = |seq: u64, kind: EventKind| Event {
         session: id,
         at_ms: t0 + seq,
@@ -315,6 +315,105 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
     assert_eq!(kinds, ["connect", "join", "error", "leave"]);
     let times: Vec<u64> = events.iter().map(|e| e.at).collect();
     assert_eq!(times, [t0, t0 + 1, t0 + 2, t0 + 3]);
+}
+
+/// v3 stored every field of a session and resume record, `null`s and
+/// zeros included, and the session id inside the session's value; v4 leaves
+/// those out. A v3 store is read as it is, and what v4 writes next is short.
+#[test]
+fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_764_300_000_000u64;
+    let id = keys::first_id_at(t0) | 7;
+    let full_session = json!({
+        "sessionId": ulid::Ulid(id).to_string(), "peerId": "p_v3", "room": "r",
+        "displayName": null, "remoteAddr": "203.0.113.9", "userAgent": null,
+        "connectedAt": t0, "endedAt": null, "durationMs": null, "closeReason": null,
+        "resumedFrom": null, "messagesIn": 0, "messagesOut": 0, "errors": 0,
+        "roomFullRejections": 0
+    });
+    let full_resume = json!({
+        "displayName": null, "session": ulid::Ulid(id).to_string(),
+        "token": {"id": "AgICAgICAgICAgIC", "sha256": "Dg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4"},
+        "joinedAt": t0 + 1, "expiresAt": null, "reason": null
+    });
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(analytics::schema::VERSION_KEY, &3u32.to_be_bytes())
+            .unwrap();
+        db.open_tree("sessions")
+            .unwrap()
+            .insert(
+                keys::session_key(id),
+                serde_json::to_vec(&full_session).unwrap(),
+            )
+            .unwrap();
+        db.open_tree("open")
+            .unwrap()
+            .insert(keys::session_key(id), &[])
+            .unwrap();
+        db.open_tree("resume")
+            .unwrap()
+            .insert(b"r\0p_v3", serde_json::to_vec(&full_resume).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let prepared = analytics::schema::prepare(&store).unwrap();
+    assert_eq!((prepared.found, prepared.now), (Some(3), 4));
+
+    // Read as they are.
+    let (record, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    assert_eq!(record.session_id, ulid::Ulid(id).to_string());
+    assert_eq!(record.room.as_deref(), Some("r"));
+    assert_eq!(record.ended_at, None);
+    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    assert_eq!(corrupt, 0);
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].record.token_parts(), Some(([2; 12], [14; 32])));
+    assert_eq!(peers[0].record.expires_at, None);
+
+    // Ended by this version: written short, read back whole.
+    apply_events(
+        &store,
+        &[Event {
+            session: id,
+            at_ms: t0 + 500,
+            seq: 9,
+            kind: EventKind::End {
+                close_reason: analytics::CloseReason::Left,
+                messages_in: 3,
+                messages_out: 0,
+                errors: 0,
+            },
+        }],
+    )
+    .unwrap();
+    let raw = store
+        .get(Tree::Sessions, &keys::session_key(id))
+        .unwrap()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "peerId": "p_v3", "room": "r", "remoteAddr": "203.0.113.9",
+            "connectedAt": t0, "endedAt": t0 + 500, "durationMs": 500,
+            "closeReason": "left", "messagesIn": 3
+        }),
+        "no session id, no nulls, no zeros"
+    );
+    assert!(raw.len() < serde_json::to_vec(&full_session).unwrap().len());
+    let (record, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    assert_eq!(record.session_id, ulid::Ulid(id).to_string());
+    assert_eq!(
+        (record.messages_in, record.messages_out, record.errors),
+        (3, 0, 0)
+    );
+    assert_eq!(record.duration_ms, Some(500));
+    assert_eq!(record.display_name, None);
 }
 
 fn resume(session: u128, at_ms: u64, change: ResumeChange) -> Event {
@@ -393,7 +492,6 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
         assert_eq!(
             value,
             json!({
-                "displayName": null,
                 "session": ulid::Ulid(s_bob).to_string(),
                 "token": {"id": "AgICAgICAgICAgIC", "sha256": "Dg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4"},
                 "joinedAt": t0 + 1,
@@ -403,7 +501,11 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
         );
         let cy = store.get(Tree::Resume, b"s\0p_cy").unwrap().unwrap();
         let cy: serde_json::Value = serde_json::from_slice(&cy).unwrap();
-        assert_eq!(cy["token"], serde_json::Value::Null, "spent: no hash left");
+        assert_eq!(
+            cy.get("token"),
+            None,
+            "spent: no hash left (v4 leaves out nulls)"
+        );
         apply_events(
             &store,
             &[resume(
