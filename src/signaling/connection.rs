@@ -48,8 +48,6 @@ const KICKED_DRAIN_FRAMES: usize = 256;
 const FRAMES_BEFORE_YIELD: u32 = 8;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
-/// The deadline of a timer that is not needed (yet).
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 /// Close code for a connection whose peer resumed on a newer connection.
 pub const CLOSE_SUPERSEDED: u16 = 4000;
 
@@ -276,55 +274,40 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let interval = self.hub.config.heartbeat_interval();
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.hub.shutdown.clone();
         let stop = self.outbox.stop.clone();
         let span = self.span.clone();
-        let join_deadline = self
-            .hub
-            .config
-            .join_timeout()
-            .map(|timeout| tokio::time::Instant::from_std(self.connected_at) + timeout);
         // Built once: a fresh waiter per pass would register and unregister
         // itself under a lock for every message.
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         let mut stopped = std::pin::pin!(stop.stopped());
-        // After a rate-limit strike the socket is left unread until
-        // `paused_until` (see `Verdict::Limited`); writes and pings go on
-        // meanwhile.
-        let mut paused_until = None;
-        // One timer for both deadlines: the read pause's end, and the join
-        // deadline of a connection that never joined.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(
-            join_deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR_FUTURE)
-        ));
+        // One timer for every deadline: the heartbeat, the end of a read
+        // pause and the join deadline (see `Deadlines`).
+        let mut deadlines = Deadlines {
+            beat: tokio::time::Instant::now() + interval,
+            paused_until: None,
+            join: self
+                .hub
+                .config
+                .join_timeout()
+                .map(|timeout| tokio::time::Instant::from_std(self.connected_at) + timeout),
+        };
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(deadlines.next(self.ever_joined)));
         // Frames read one after another without the socket running dry.
         let mut in_a_row: u32 = 0;
         loop {
-            let awaiting_join = join_deadline.filter(|_| !self.ever_joined);
             tokio::select! {
                 biased;
                 _ = &mut cancelled => return End::Shutdown,
                 reason = &mut stopped => return End::stopped(reason),
-                () = &mut timer, if awaiting_join.is_some() || paused_until.is_some() => {
-                    let now = tokio::time::Instant::now();
-                    if awaiting_join.is_some_and(|deadline| now >= deadline) {
-                        self.hub.metrics.kicked(KickReason::JoinTimeout);
-                        let timeout = self.hub.config.join_timeout().unwrap_or_default();
-                        span.in_scope(|| tracing::info!(
-                            event = "join_timeout",
-                            timeout_ms = timeout.as_millis() as u64,
-                            "closing a connection that never joined a room"
-                        ));
-                        return End::Kicked(KickReason::JoinTimeout);
+                () = &mut timer => {
+                    let fired = deadlines.fire(tokio::time::Instant::now(), self.ever_joined, interval);
+                    timer.as_mut().reset(deadlines.next(self.ever_joined));
+                    if fired.join_timeout {
+                        return self.join_timeout(&span);
                     }
-                    if paused_until.is_some_and(|until| now >= until) {
-                        paused_until = None;
-                    }
-                    if let Some(at) = sooner(paused_until, awaiting_join) {
-                        timer.as_mut().reset(at);
+                    if fired.beat && let Some(end) = self.heartbeat(ws, interval).await {
+                        return end;
                     }
                 }
                 Ok(frame) = self.outbox.rx.recv_async() => {
@@ -332,9 +315,10 @@ impl Connection {
                     // long as it likes, and meanwhile no ping goes out; a
                     // kick or a shutdown still ends it, and so does a write
                     // stuck for the two intervals of the liveness rule
-                    // (checked on the heartbeat's ticks: no timer of its
+                    // (checked when the heartbeat is due: no timer of its
                     // own per write).
                     let started = Instant::now();
+                    let joined = self.ever_joined;
                     let mut ping_due = false;
                     let written = {
                         let write = self.write_batch(ws, frame);
@@ -343,13 +327,20 @@ impl Connection {
                             tokio::select! {
                                 biased;
                                 written = &mut write => break Ok(written),
-                                _ = &mut cancelled => break Err(End::Shutdown),
-                                reason = &mut stopped => break Err(End::stopped(reason)),
-                                _ = heartbeat.tick() => {
-                                    if started.elapsed() >= 2 * interval {
-                                        break Err(End::Timeout);
+                                _ = &mut cancelled => break Err(Some(End::Shutdown)),
+                                reason = &mut stopped => break Err(Some(End::stopped(reason))),
+                                () = &mut timer => {
+                                    let fired = deadlines.fire(tokio::time::Instant::now(), joined, interval);
+                                    timer.as_mut().reset(deadlines.next(joined));
+                                    if fired.join_timeout {
+                                        break Err(None);
                                     }
-                                    ping_due = true;
+                                    if fired.beat {
+                                        if started.elapsed() >= 2 * interval {
+                                            break Err(Some(End::Timeout));
+                                        }
+                                        ping_due = true;
+                                    }
                                 }
                             }
                         }
@@ -357,7 +348,8 @@ impl Connection {
                     match written {
                         Ok(Ok(())) => {}
                         Ok(Err(err)) => return self.transport_error(&err),
-                        Err(end) => return end,
+                        Err(Some(end)) => return end,
+                        Err(None) => return self.join_timeout(&span),
                     }
                     if ping_due && let Some(end) = self.heartbeat(ws, interval).await {
                         return end;
@@ -369,7 +361,7 @@ impl Connection {
                         in_a_row = 0;
                     }
                     read
-                }), if paused_until.is_none() => {
+                }), if deadlines.paused_until.is_none() => {
                     let message = match read {
                         None => return End::Disconnected,
                         // Boxed: the error path is rare and its future large.
@@ -392,11 +384,11 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                     if let Some(pause) = self.read_pause.take() {
-                        paused_until = Some(tokio::time::Instant::now() + pause);
-                        let awaiting_join = join_deadline.filter(|_| !self.ever_joined);
-                        if let Some(at) = sooner(paused_until, awaiting_join) {
-                            timer.as_mut().reset(at);
-                        }
+                        // After a rate-limit strike the socket is left
+                        // unread for `pause` (see `Verdict::Limited`);
+                        // writes and pings go on meanwhile.
+                        deadlines.paused_until = Some(tokio::time::Instant::now() + pause);
+                        timer.as_mut().reset(deadlines.next(self.ever_joined));
                     }
                     // A client whose frames are all already buffered would
                     // otherwise be served until tokio's budget (128 polls)
@@ -410,13 +402,23 @@ impl Connection {
                         tokio::task::yield_now().await;
                     }
                 }
-                _ = heartbeat.tick() => {
-                    if let Some(end) = self.heartbeat(ws, interval).await {
-                        return end;
-                    }
-                }
             }
         }
+    }
+
+    /// A connection that never joined within `--join-timeout-ms`: logged,
+    /// counted, and closed.
+    fn join_timeout(&self, span: &tracing::Span) -> End {
+        self.hub.metrics.kicked(KickReason::JoinTimeout);
+        let timeout = self.hub.config.join_timeout().unwrap_or_default();
+        span.in_scope(|| {
+            tracing::info!(
+                event = "join_timeout",
+                timeout_ms = timeout.as_millis() as u64,
+                "closing a connection that never joined a room"
+            )
+        });
+        End::Kicked(KickReason::JoinTimeout)
     }
 
     /// A heartbeat tick: drops a client silent for two intervals, else pings.
@@ -1164,12 +1166,48 @@ impl Connection {
     }
 }
 
-/// The sooner of `pump`'s two deadlines (read pause, join), if either is set.
-fn sooner(
-    a: Option<tokio::time::Instant>,
-    b: Option<tokio::time::Instant>,
-) -> Option<tokio::time::Instant> {
-    a.into_iter().chain(b).min()
+/// `pump`'s deadlines, all kept by its one timer.
+struct Deadlines {
+    /// When the next heartbeat is due.
+    beat: tokio::time::Instant,
+    /// The end of a read pause (reads wait until then).
+    paused_until: Option<tokio::time::Instant>,
+    /// When a connection that has not joined yet is closed.
+    join: Option<tokio::time::Instant>,
+}
+
+/// What was due when `pump`'s timer fired.
+struct Fired {
+    join_timeout: bool,
+    beat: bool,
+}
+
+impl Deadlines {
+    /// The soonest deadline still to come.
+    fn next(&self, joined: bool) -> tokio::time::Instant {
+        let join = self.join.filter(|_| !joined);
+        [self.paused_until, join]
+            .into_iter()
+            .flatten()
+            .fold(self.beat, std::cmp::min)
+    }
+
+    /// Settles every deadline that has passed: a pause that is over ends,
+    /// and a due heartbeat is moved an interval on from now (like tokio's
+    /// `MissedTickBehavior::Delay`).
+    fn fire(&mut self, now: tokio::time::Instant, joined: bool, interval: Duration) -> Fired {
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+        }
+        let beat = now >= self.beat;
+        if beat {
+            self.beat = now + interval;
+        }
+        Fired {
+            join_timeout: self.join.is_some_and(|at| !joined && now >= at),
+            beat,
+        }
+    }
 }
 
 fn not_in_room() -> ProtocolError {
@@ -1319,6 +1357,38 @@ mod tests {
     /// `run` and `pump` were reshaped, plus 768 for the upgrade's task that
     /// held it; 1,648 after. Raise this budget only knowingly, with the idle
     /// memory measured again (docs/performance.md).
+    #[test]
+    fn one_timer_keeps_the_heartbeat_the_read_pause_and_the_join_deadline() {
+        let interval = Duration::from_secs(10);
+        let t0 = tokio::time::Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut d = Deadlines {
+            beat: at(10),
+            paused_until: Some(at(2)),
+            join: Some(at(5)),
+        };
+        assert_eq!(d.next(false), at(2), "the pause ends first");
+
+        let fired = d.fire(at(2), false, interval);
+        assert!(!fired.beat && !fired.join_timeout);
+        assert_eq!(d.paused_until, None, "the pause is over");
+        assert_eq!(d.next(false), at(5), "then the join deadline");
+        assert_eq!(d.next(true), at(10), "which a joined peer does not have");
+
+        assert!(d.fire(at(5), false, interval).join_timeout);
+        assert!(!d.fire(at(5), true, interval).join_timeout);
+
+        // A heartbeat fired late is due again an interval after it fired.
+        let fired = d.fire(at(12), true, interval);
+        assert!(fired.beat && !fired.join_timeout);
+        assert_eq!(d.beat, at(22));
+        assert_eq!(d.next(true), at(22));
+        assert!(
+            !d.fire(at(12), true, interval).beat,
+            "not twice for one interval"
+        );
+    }
+
     #[tokio::test]
     async fn connection_future_size() {
         const BUDGET: usize = 1_664;
