@@ -68,6 +68,15 @@ pub fn decode_event_key(key: &[u8]) -> Option<(u128, u64, u64)> {
     ))
 }
 
+/// The session a peer id was made for: a peer id is `p_` and the session
+/// id of its first connection (`signaling::ids::peer_id_of`). `None` for
+/// anything else. From schema v4, `by_peer` holds no entry for that
+/// session (its own peer id), only for sessions that resumed the peer.
+pub fn session_of_peer(peer: &str) -> Option<u128> {
+    let ulid = peer.strip_prefix("p_")?;
+    Some(ulid::Ulid::from_string(ulid).ok()?.0)
+}
+
 /// Whether `name` can be part of a key (no separator byte).
 pub fn valid_name(name: &str) -> bool {
     !name.as_bytes().contains(&0)

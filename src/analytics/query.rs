@@ -115,6 +115,25 @@ pub fn sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<Ses
                     rows.len() < want
                 },
             )?;
+            // A peer's first session has no index entry (schema v4): it is
+            // the session its id was made for. Stores written before v4
+            // also have the entry, so it may be found twice.
+            if let Some(first) = peer.as_deref().and_then(keys::session_of_peer)
+                && (lo..=hi).contains(&first)
+                && failure.is_none()
+                && !rows.iter().any(|(id, _)| *id == first)
+            {
+                let key = keys::session_key(first);
+                if let Some(v) = store.get(Tree::Sessions, &key)? {
+                    let s = decode_session(&key, &v)?;
+                    if Some(&s.peer_id) == peer.as_ref() && (room.is_none() || s.room == *room) {
+                        // Newest first, as the scan gave the others.
+                        let at = rows.partition_point(|(id, _)| *id > first);
+                        rows.insert(at, (first, s));
+                        rows.truncate(want);
+                    }
+                }
+            }
         }
     }
     if let Some(e) = failure {

@@ -373,10 +373,18 @@ impl BatchState {
             let previous = std::mem::replace(&mut session.peer_id, peer.to_string());
             self.indexes
                 .delete(Tree::ByPeer, keys::index_key(&previous, id));
+            self.index_peer(peer, id);
+        }
+        Ok(())
+    }
+
+    /// Indexes session `id` under `peer`, unless `peer` was made for it:
+    /// a query by peer finds that session from the peer id itself.
+    fn index_peer(&mut self, peer: &str, id: u128) {
+        if keys::session_of_peer(peer) != Some(id) {
             self.indexes
                 .put(Tree::ByPeer, keys::index_key(peer, id), []);
         }
-        Ok(())
     }
 
     fn apply(&mut self, store: &dyn Store, event: &Event) -> anyhow::Result<()> {
@@ -408,8 +416,7 @@ impl BatchState {
                 };
                 self.sessions.insert(id, Some(record));
                 self.opened.insert(id);
-                self.indexes
-                    .put(Tree::ByPeer, keys::index_key(peer, id), []);
+                self.index_peer(peer, id);
                 self.peak(store, at, *connections)?;
             }
             EventKind::Join {

@@ -22,7 +22,7 @@ use super::limits::{ConnectionPermit, Over, Throttle, Verdict};
 use super::outbox::{ConnHandle, Frame, Outbox, Queued, StopReason, outbox};
 use super::resume::{Redeemed, TokenId};
 use super::room::Room;
-use super::{Hub, OUTBOUND_QUEUE, PeerId};
+use super::{Hub, OUTBOUND_QUEUE, PeerId, ids};
 use crate::analytics::recorder::now_ms;
 use crate::analytics::resume_state::ResumeChange;
 use crate::analytics::{CloseReason, EventKind, Recorder};
@@ -150,7 +150,7 @@ impl Connection {
         let token = hub.tokens.issue();
         let session = hub.ids.session_ulid();
         let session_id: Arc<str> = session.to_string().into();
-        let peer_id = hub.ids.peer_id();
+        let peer_id = ids::peer_id_of(session);
         let welcome = ServerMessage::Welcome {
             peer_id: &peer_id,
             session_id: &session_id,

@@ -6,13 +6,14 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use ulid::Generator;
 
-/// A peer id: server-assigned, opaque, never reused. It is a ULID (48 bits of
-/// milliseconds, 80 random bits, monotonic within this process), so a
-/// restarted server cannot hand out an id that an earlier run used unless the
-/// clock went back and 80 random bits repeated.
+/// A peer id: server-assigned, opaque, never reused. It is `p_` and the
+/// session id of the connection it was made for ([`peer_id_of`]): a ULID
+/// (48 bits of milliseconds, 80 random bits, monotonic within this process),
+/// so a restarted server cannot hand out an id that an earlier run used
+/// unless the clock went back and 80 random bits repeated.
 pub type PeerId = Arc<str>;
 
-/// Hands out peer and session ids, both ULIDs from one monotonic generator.
+/// Hands out session ids: ULIDs from one monotonic generator.
 pub struct IdGenerator {
     ulids: Mutex<Generator>,
 }
@@ -41,11 +42,14 @@ impl IdGenerator {
     pub fn session_ulid(&self) -> ulid::Ulid {
         self.next()
     }
+}
 
-    /// A new peer id (`p_01JD…`).
-    pub fn peer_id(&self) -> PeerId {
-        Arc::from(format!("p_{}", self.next()))
-    }
+/// The peer id a new connection gets: `p_` and its session id, so that
+/// the store can find a peer's first session without an index entry
+/// (`analytics::keys::session_of_peer`). Unique and never reused, as
+/// session ids are.
+pub fn peer_id_of(session: ulid::Ulid) -> PeerId {
+    Arc::from(format!("p_{session}"))
 }
 
 /// A random, non-zero W3C span id.
@@ -82,7 +86,9 @@ mod tests {
         let mut sorted = sessions.clone();
         sorted.sort();
         assert_eq!(sessions, sorted, "session ids sort in creation order");
-        let peers: HashSet<PeerId> = (0..10_000).map(|_| ids.peer_id()).collect();
+        let peers: HashSet<PeerId> = (0..10_000)
+            .map(|_| peer_id_of(ids.session_ulid()))
+            .collect();
         assert_eq!(peers.len(), 10_000);
         assert!(peers.iter().all(|p| p.starts_with("p_") && p.len() == 28));
     }

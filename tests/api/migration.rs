@@ -325,8 +325,9 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = 1_764_300_000_000u64;
     let id = keys::first_id_at(t0) | 7;
+    let peer = format!("p_{}", ulid::Ulid(id));
     let full_session = json!({
-        "sessionId": ulid::Ulid(id).to_string(), "peerId": "p_v3", "room": "r",
+        "sessionId": ulid::Ulid(id).to_string(), "peerId": peer, "room": "r",
         "displayName": null, "remoteAddr": "203.0.113.9", "userAgent": null,
         "connectedAt": t0, "endedAt": null, "durationMs": null, "closeReason": null,
         "resumedFrom": null, "messagesIn": 0, "messagesOut": 0, "errors": 0,
@@ -356,7 +357,15 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
             .unwrap();
         db.open_tree("resume")
             .unwrap()
-            .insert(b"r\0p_v3", serde_json::to_vec(&full_resume).unwrap())
+            .insert(
+                [b"r\0", peer.as_bytes()].concat(),
+                serde_json::to_vec(&full_resume).unwrap(),
+            )
+            .unwrap();
+        // v3 indexed every session under its peer, the first one too.
+        db.open_tree("by_peer")
+            .unwrap()
+            .insert(keys::index_key(&peer, id), &[])
             .unwrap();
         db.flush().unwrap();
     }
@@ -399,7 +408,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
     assert_eq!(
         value,
         json!({
-            "peerId": "p_v3", "room": "r", "remoteAddr": "203.0.113.9",
+            "peerId": peer, "room": "r", "remoteAddr": "203.0.113.9",
             "connectedAt": t0, "endedAt": t0 + 500, "durationMs": 500,
             "closeReason": "left", "messagesIn": 3
         }),
@@ -414,6 +423,91 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
     );
     assert_eq!(record.duration_ms, Some(500));
     assert_eq!(record.display_name, None);
+
+    // v4 indexes a session under its peer only when the peer id was not
+    // made for it (a resume). A query by peer finds the first session from
+    // the id, once, whether or not a v3 entry is there too.
+    let id2 = keys::first_id_at(t0 + 1000) | 1;
+    let id3 = keys::first_id_at(t0 + 2000) | 1;
+    let peer2 = format!("p_{}", ulid::Ulid(id2));
+    let at = |session, at_ms, kind| Event {
+        session,
+        at_ms,
+        seq: at_ms,
+        kind,
+    };
+    let connect = |peer: &str| EventKind::Connect {
+        peer: peer.into(),
+        remote_addr: "203.0.113.9".into(),
+        user_agent: None,
+        connections: 1,
+    };
+    apply_events(
+        &store,
+        &[
+            at(id2, t0 + 1000, connect(&peer2)),
+            // id3 resumes id2's peer.
+            at(id3, t0 + 2000, connect(&format!("p_{}", ulid::Ulid(id3)))),
+            at(
+                id3,
+                t0 + 2001,
+                EventKind::Resume {
+                    room: "r".into(),
+                    peer: peer2.clone(),
+                    resumed_from: Some(ulid::Ulid(id2).to_string()),
+                    size: 1,
+                },
+            ),
+        ],
+    )
+    .unwrap();
+    let mut indexed = Vec::new();
+    store
+        .scan(
+            Tree::ByPeer,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            false,
+            &mut |k, _| {
+                let (name, session) = keys::decode_index_key(k).unwrap();
+                indexed.push((name.to_string(), session));
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        indexed,
+        [(peer.clone(), id), (peer2.clone(), id3)],
+        "the v3 entry stays; of v4's sessions only the resume is indexed"
+    );
+    let by_peer = |peer: &str, limit: usize, cursor: Option<u128>| {
+        let page = analytics::query::sessions(
+            &store,
+            &analytics::query::SessionFilter {
+                peer: Some(peer.to_string()),
+                limit,
+                cursor,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ids: Vec<String> = page.sessions.into_iter().map(|s| s.session_id).collect();
+        (ids, page.next_cursor)
+    };
+    let name = |id: u128| ulid::Ulid(id).to_string();
+    assert_eq!(by_peer(&peer, 10, None), (vec![name(id)], None), "once");
+    assert_eq!(
+        by_peer(&peer2, 10, None),
+        (vec![name(id3), name(id2)], None),
+        "the resume, then the first session, newest first"
+    );
+    assert_eq!(by_peer(&peer2, 1, None), (vec![name(id3)], Some(id3)));
+    assert_eq!(by_peer(&peer2, 1, Some(id3)), (vec![name(id2)], None));
+    let (ids, _) = by_peer(&format!("p_{}", ulid::Ulid(id3)), 10, None);
+    assert!(
+        ids.is_empty(),
+        "id3's own peer id was given up by its resume"
+    );
 }
 
 fn resume(session: u128, at_ms: u64, change: ResumeChange) -> Event {
