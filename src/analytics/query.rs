@@ -8,7 +8,7 @@ use std::ops::Bound;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::event::{SessionRecord, StoredEvent};
+use super::event::{EventKind, SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::store::{Store, Tree, scan_prefix};
 use super::writer::{RoomStats, decode_events, decode_session};
@@ -182,6 +182,34 @@ pub fn session(
     })?;
     if let Some(e) = failure {
         return Err(e);
+    }
+    // From schema v4 the connect is not stored when the record holds all
+    // it says: the time, the address, the user agent, and the peer id
+    // (made from the session id; the record's own until a resume).
+    if !events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Connect { .. }))
+    {
+        let resumed = events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Resume { .. }));
+        let peer = if resumed {
+            format!("p_{}", record.session_id)
+        } else {
+            record.peer_id.clone()
+        };
+        events.insert(
+            0,
+            StoredEvent {
+                at: record.connected_at,
+                kind: EventKind::Connect {
+                    peer,
+                    remote_addr: record.remote_addr.clone(),
+                    user_agent: record.user_agent.clone(),
+                    connections: 0,
+                },
+            },
+        );
     }
     // Groups are in key order (their first event's time); a stable sort
     // by time puts every event where a key of its own would have.

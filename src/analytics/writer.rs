@@ -495,8 +495,12 @@ impl BatchState {
             }
         }
         // Events of a session the store does not know (its connect was
-        // dropped, or retention removed it) count in the totals only.
-        if event.kind.is_stored() && self.session(store, id)?.is_some() {
+        // dropped, or retention removed it) count in the totals only. A
+        // connect whose peer id was made for the session says nothing its
+        // record does not (schema v4): `query::session` lists it from there.
+        let in_record = matches!(&event.kind, EventKind::Connect { peer, .. }
+            if keys::session_of_peer(peer) == Some(id));
+        if event.kind.is_stored() && !in_record && self.session(store, id)?.is_some() {
             let stored = StoredEvent {
                 at,
                 kind: event.kind.clone(),

@@ -12,6 +12,29 @@ use chatsubo::analytics::{self, SledOptions, Store, Tree, keys};
 use crate::analytics::api;
 use crate::helpers::*;
 
+/// Runs `open` until it stops failing for a lock a handle dropped just
+/// before still holds: sled's I/O threads may keep the file for a moment
+/// after its `Db` is dropped, and an open then fails with `WouldBlock`.
+fn when_unlocked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && format!("{e:?}").contains("WouldBlock") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The store in `dir`, opened as chatsubo opens it.
+fn open_store(dir: &std::path::Path) -> analytics::SledStore {
+    when_unlocked(|| analytics::SledStore::open(dir, &options())).unwrap()
+}
+
 fn options() -> SledOptions {
     SledOptions {
         cache_bytes: 8 << 20,
@@ -98,7 +121,7 @@ fn the_v0_to_v1_migration_rewrites_values_and_records_the_version() {
     let connected = 1_764_300_000_000u64;
     let id = keys::first_id_at(connected) | 5;
     write_v0_store(dir.path(), id, connected, connected + 1234);
-    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let store = open_store(dir.path());
     assert_eq!(analytics::schema::read_version(&store).unwrap(), None);
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(0), "data without a version is v0");
@@ -127,14 +150,14 @@ fn a_store_from_a_newer_version_is_refused_with_a_clear_message() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = match analytics::open(dir.path(), &options()) {
+    let err = match when_unlocked(|| analytics::open(dir.path(), &options())) {
         Ok(_) => panic!("a v99 store must be refused"),
         Err(err) => format!("{err:#}"),
     };
     assert!(err.contains("schema version 99"), "{err}");
     assert!(err.contains("newer"), "{err}");
     // Nothing was rewritten.
-    let db = sled::open(dir.path()).unwrap();
+    let db = when_unlocked(|| sled::open(dir.path())).unwrap();
     let v = db
         .open_tree("meta")
         .unwrap()
@@ -194,7 +217,7 @@ fn the_v1_to_v2_migration_adds_an_empty_resume_tree_and_keeps_the_rest() {
     let connected = 1_764_300_000_000u64;
     let id = keys::first_id_at(connected) | 9;
     write_v1_store(dir.path(), id, connected);
-    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let store = open_store(dir.path());
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(1));
     assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
@@ -266,7 +289,7 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let store = open_store(dir.path());
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(2));
     assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
@@ -369,7 +392,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let store = open_store(dir.path());
     let prepared = analytics::schema::prepare(&store).unwrap();
     assert_eq!((prepared.found, prepared.now), (Some(3), 4));
 
@@ -508,6 +531,43 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         ids.is_empty(),
         "id3's own peer id was given up by its resume"
     );
+
+    // Nor is a connect stored that the record says all of; it is listed
+    // from the record, with the peer id the connection was given.
+    let mut stored_kinds = Vec::new();
+    analytics::store::scan_prefix(
+        &store,
+        Tree::Events,
+        &keys::session_key(id3),
+        false,
+        &mut |_, v| {
+            for e in analytics::writer::decode_events(v).unwrap() {
+                stored_kinds.push(serde_json::to_value(&e).unwrap()["kind"].clone());
+            }
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(stored_kinds, [json!("resume")]);
+    let events = |id: u128| {
+        let (_, events) = analytics::query::session(&store, id).unwrap().unwrap();
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        events(id3)[0],
+        json!({"at": t0 + 2000, "kind": "connect", "peer": format!("p_{}", ulid::Ulid(id3)), "remoteAddr": "203.0.113.9"})
+    );
+    assert_eq!(events(id3)[1]["kind"], "resume");
+    assert_eq!(
+        events(id2),
+        [json!({"at": t0 + 1000, "kind": "connect", "peer": peer2, "remoteAddr": "203.0.113.9"})]
+    );
+    // A v3 session without a stored connect (kept by a crash between its
+    // record and its events) is listed with the record's peer id.
+    assert_eq!(events(id)[0]["peer"], json!(peer));
 }
 
 fn resume(session: u128, at_ms: u64, change: ResumeChange) -> Event {
@@ -536,7 +596,7 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
         token_hash: [id.wrapping_mul(7); 32],
     };
     {
-        let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+        let store = open_store(dir.path());
         analytics::schema::prepare(&store).unwrap();
         apply_events(
             &store,
@@ -616,7 +676,7 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
         store.flush().unwrap();
     }
     // Read back by a new process's store: ann and bob in r, in join order.
-    let store = analytics::SledStore::open(dir.path(), &options()).unwrap();
+    let store = open_store(dir.path());
     let (peers, corrupt) = resume_state::load(&store).unwrap();
     assert_eq!(corrupt, 0);
     let found: Vec<(&str, &str)> = peers
