@@ -16,7 +16,8 @@
 # highest rate at which every relay arrived with p99 under 10 ms in
 # docs/performance.md), CHURN_WORKERS (0: none), CHURN_PAUSE_MS (100),
 # SAMPLE_SECS (30),
-# OUT (target/soak), SRV_CPU / LG_CPU (0 / 1), PORT (18090).
+# OUT (target/soak), SRV_CPU / LG_CPU (0 / 1), PORT (18090), SRVARGS (more
+# server flags, e.g. "--store-cache-mb 8").
 #
 # Verdict: the run passes when nothing was dropped or kicked, the relays
 # were all delivered, RSS at the end is within 10% of the first minute's,

@@ -1391,7 +1391,7 @@ mod tests {
 
     #[tokio::test]
     async fn connection_future_size() {
-        const BUDGET: usize = 1_664;
+        const BUDGET: usize = 1_632;
         let hub = Hub::new(Arc::new(Config::defaults()), Arc::new(Metrics::new(10)));
         let (socket, _client) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, None).await;
