@@ -45,11 +45,13 @@ pub fn route(hub: Arc<Hub>) -> impl Filter<Extract = (Response,), Error = warp::
         )
 }
 
-/// The WebSocket settings: the read buffer is small because most signaling
-/// messages are; larger ones grow it only while they are read.
+/// The WebSocket settings. The read buffer is what every idle connection
+/// keeps, so it is small: 512 bytes hold a join, a leave or an ICE
+/// candidate in one read; an SDP offer of a few KiB takes a few reads and
+/// grows the buffer as it needs.
 pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max_message_bytes))
