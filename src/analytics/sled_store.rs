@@ -25,7 +25,7 @@ pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
 pub struct SledOptions {
     /// Bytes of page cache (sled's default is about 1 GB).
     pub cache_bytes: u64,
-    /// How often sled flushes to disk on its own: the window a kill -9 loses.
+    /// How often the store flushes to disk on its own: the window a kill -9 loses.
     pub flush_every_ms: u64,
 }
 
