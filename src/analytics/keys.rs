@@ -68,10 +68,16 @@ pub fn decode_event_key(key: &[u8]) -> Option<(u128, u64, u64)> {
     ))
 }
 
-/// The session a peer id was made for: a peer id is `p_` and the session
-/// id of its first connection (`signaling::ids::peer_id_of`). `None` for
-/// anything else. From schema v4, `by_peer` holds no entry for that
-/// session (its own peer id), only for sessions that resumed the peer.
+/// The peer id made for session `id`: `p_` and the session id. A new
+/// connection gets it (`signaling::ids::peer_id_of`); the store derives
+/// it where it stores nothing (schema v4).
+pub fn peer_of_session(id: u128) -> String {
+    format!("p_{}", ulid::Ulid(id))
+}
+
+/// The session a peer id was made for ([`peer_of_session`]'s inverse).
+/// `None` for anything else. From schema v4, `by_peer` holds no entry for
+/// that session (its own peer id), only for sessions that resumed the peer.
 pub fn session_of_peer(peer: &str) -> Option<u128> {
     let ulid = peer.strip_prefix("p_")?;
     Some(ulid::Ulid::from_string(ulid).ok()?.0)

@@ -194,7 +194,7 @@ pub fn session(
             .iter()
             .any(|e| matches!(e.kind, EventKind::Resume { .. }));
         let peer = if resumed {
-            format!("p_{}", record.session_id)
+            keys::peer_of_session(id)
         } else {
             record.peer_id.clone()
         };

@@ -33,12 +33,7 @@ impl IdGenerator {
         generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
     }
 
-    /// A new session id (`01JD…`), time-sortable.
-    pub fn session_id(&self) -> String {
-        self.next().to_string()
-    }
-
-    /// A new session id as a ULID (its text form is [`IdGenerator::session_id`]'s).
+    /// A new session id (`01JD…` as text), time-sortable.
     pub fn session_ulid(&self) -> ulid::Ulid {
         self.next()
     }
@@ -49,7 +44,7 @@ impl IdGenerator {
 /// (`analytics::keys::session_of_peer`). Unique and never reused, as
 /// session ids are.
 pub fn peer_id_of(session: ulid::Ulid) -> PeerId {
-    Arc::from(format!("p_{session}"))
+    Arc::from(crate::analytics::keys::peer_of_session(session.0))
 }
 
 /// A random, non-zero W3C span id.
@@ -82,7 +77,9 @@ mod tests {
     #[test]
     fn ids_are_unique_and_sorted() {
         let ids = IdGenerator::default();
-        let sessions: Vec<String> = (0..10_000).map(|_| ids.session_id()).collect();
+        let sessions: Vec<String> = (0..10_000)
+            .map(|_| ids.session_ulid().to_string())
+            .collect();
         let mut sorted = sessions.clone();
         sorted.sort();
         assert_eq!(sessions, sorted, "session ids sort in creation order");
