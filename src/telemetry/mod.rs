@@ -3,6 +3,7 @@
 //! keeps the returned [`Telemetry`] to the end and calls
 //! [`Telemetry::shutdown`] after the server stopped.
 
+pub mod background_priority;
 pub mod logging;
 pub mod metrics;
 pub mod relay_span;

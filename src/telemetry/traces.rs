@@ -36,6 +36,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Config;
 use crate::protocol::TraceParent;
+use crate::telemetry::background_priority::yield_to_signaling;
 use crate::telemetry::metrics::pipeline;
 
 /// Spans waiting for export, at most (`OTEL_BSP_MAX_QUEUE_SIZE` overrides).
@@ -102,6 +103,7 @@ impl ExportRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otlp-export")
+            .on_thread_start(yield_to_signaling)
             .enable_all()
             .build()
             .context("cannot start the trace export thread")?;
@@ -325,6 +327,8 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         &self,
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        // Called on the SDK's batch thread, which has no start hook.
+        yield_to_signaling();
         let count = batch.len();
         let export = self.inner.export(batch);
         let waiting = self.waiting.clone();

@@ -567,6 +567,11 @@ impl BinApp {
         text
     }
 
+    /// The process id of the running binary.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the process to exit (blocking); its
     /// status, its directory and its stdout lines.
     pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir, Vec<String>) {

@@ -56,6 +56,25 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     })
 }
 
+/// Linux's scheduling policies, as /proc shows them.
+const SCHED_OTHER: i32 = 0;
+const SCHED_IDLE: i32 = 5;
+
+/// Each thread of process `pid`: its name and scheduling policy (field 41
+/// of `/proc/<pid>/task/<tid>/stat`).
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let comm = head.split_once(" (").unwrap().1.to_string();
+        // `rest` starts at field 3.
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        threads.push((comm, policy));
+    }
+    threads
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -269,6 +288,28 @@ async fn a_collector_that_is_down_never_stalls_signaling() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(failed >= 100.0, "failed exports counted: {failed}");
+
+    // Both export threads have run (the batch thread exported, the gRPC
+    // thread tried to connect) and yield the CPU to signaling; the
+    // runtime's workers keep the default policy.
+    let threads = thread_policies(app.pid());
+    for name in ["OpenTelemetry.T", "otlp-export", "tokio-rt-worker"] {
+        let policies: Vec<i32> = threads
+            .iter()
+            .filter(|(comm, _)| comm.starts_with(name))
+            .map(|(_, policy)| *policy)
+            .collect();
+        let expected = if name == "tokio-rt-worker" {
+            SCHED_OTHER
+        } else {
+            SCHED_IDLE
+        };
+        assert!(
+            !policies.is_empty() && policies.iter().all(|p| *p == expected),
+            "{name}: policies {policies:?}, expected {expected}; threads {threads:?}"
+        );
+    }
+
     let started = std::time::Instant::now();
     let (status, _dir, _) = tokio::task::spawn_blocking(move || app.terminate())
         .await
