@@ -122,8 +122,8 @@ def idle_table(runs, servers):
 def relay_table(runs, servers):
     relay = relay_rows(runs)
     lines = [
-        "| rate/s | server | delivered | p50 ms | p99 ms | p99.9 ms | server µs/msg | server cores | loadgen cores | send lag p99 ms | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rate/s | server | delivered | p50 ms | p99 ms | p99.9 ms | server µs/msg | of it kernel | server cores | loadgen cores | send lag p99 ms | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rates = sorted({row["rate"] for rows in relay.values() for row in rows})
     for rate in rates:
@@ -136,6 +136,7 @@ def relay_table(runs, servers):
                 f"| {rate:,} | {s} | {ratio * 100:.2f}% | "
                 f"{fmt(get(row, 'latency_ms', 'p50'))} | {fmt(get(row, 'latency_ms', 'p99'))} | "
                 f"{fmt(get(row, 'latency_ms', 'p999'))} | {fmt(row.get('server_cpu_us_per_msg'), 1)} | "
+                f"{fmt(row.get('server_system_us_per_msg'), 1)} | "
                 f"{fmt(row.get('server_cpu_cores'))} | {fmt(row.get('loadgen_cpu_cores'))} | "
                 f"{fmt(get(row, 'send_lag_ms', 'p99'))} | {row.get('errors', 0):,} |"
             )
@@ -145,8 +146,8 @@ def relay_table(runs, servers):
 def churn_table(runs, servers):
     churn = churn_rows(runs)
     lines = [
-        "| server | cycles/s | join p50 ms | join p99 ms | cycle p99 ms | server µs/cycle | server cores | loadgen cores | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | cycles/s | join p50 ms | join p99 ms | cycle p99 ms | server µs/cycle | of it kernel | server cores | loadgen cores | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in servers:
         if s not in churn:
@@ -155,10 +156,16 @@ def churn_table(runs, servers):
         lines.append(
             f"| {s} | {fmt(row.get('cycles_per_sec'))} | {fmt(get(row, 'join_latency_ms', 'p50'))} | "
             f"{fmt(get(row, 'join_latency_ms', 'p99'))} | {fmt(get(row, 'cycle_latency_ms', 'p99'))} | "
-            f"{fmt(row.get('server_cpu_us_per_cycle'), 1)} | {fmt(row.get('server_cpu_cores'))} | "
+            f"{fmt(row.get('server_cpu_us_per_cycle'), 1)} | {fmt(row.get('server_system_us_per_cycle'), 1)} | "
+            f"{fmt(row.get('server_cpu_cores'))} | "
             f"{fmt(row.get('loadgen_cpu_cores'))} | {row.get('errors', 0):,} |"
         )
     return "\n".join(lines)
+
+
+def kernel_part(us):
+    """ ", of it 9.0 µs in the kernel", when the run measured it."""
+    return "" if us is None else f", of it {fmt(us, 1)} µs in the kernel"
 
 
 def targets(runs):
@@ -184,7 +191,7 @@ def targets(runs):
     if r40:
         us = r40.get("server_cpu_us_per_msg")
         p99 = get(r40, "latency_ms", "p99")
-        out.append(("≤ 6 µs server CPU per message at 40k/s", f"{fmt(us, 1)} µs", verdict(us is not None and us <= 6)))
+        out.append(("≤ 6 µs server CPU per message at 40k/s", f"{fmt(us, 1)} µs{kernel_part(r40.get('server_system_us_per_msg'))}", verdict(us is not None and us <= 6)))
         out.append(("p99 ≤ 2 ms at 40k/s", f"{fmt(p99)} ms", verdict(p99 is not None and p99 <= 2)))
     r80 = relay.get(80000)
     if r80:
@@ -202,7 +209,7 @@ def targets(runs):
         row = churn[0]
         cps, us = row.get("cycles_per_sec"), row.get("server_cpu_us_per_cycle")
         out.append(("≥ 20,000 churn cycles/s", f"{fmt(cps)}/s", verdict(cps is not None and cps >= 20000)))
-        out.append(("≤ 50 µs server CPU per churn cycle", f"{fmt(us, 1)} µs", verdict(us is not None and us <= 50)))
+        out.append(("≤ 50 µs server CPU per churn cycle", f"{fmt(us, 1)} µs{kernel_part(row.get('server_system_us_per_cycle'))}", verdict(us is not None and us <= 50)))
     lines = ["| target (issue 7) | measured | |", "|---|---:|---|"]
     lines += [f"| {t} | {m} | {v} |" for t, m, v in out]
     return "\n".join(lines)
@@ -340,7 +347,9 @@ def section(runs, results_dir, doc_path, plots_dir):
         f"{fmt(relay_args.get('step_secs', 15), 0)} s per step plus {fmt(relay_args.get('drain_secs', 2), 0)} s "
         "for the last messages to arrive. Latency is from building the frame in the sender to reading it "
         "in the receiver (same process, same clock). Server CPU is utime+stime over the step and its drain, "
-        "divided by the messages delivered; \"cores\" are the share of one core used while sending.",
+        "divided by the messages delivered; \"of it kernel\" is the stime part (the server's syscalls, and "
+        "over loopback also the receiving side of each message it sends); \"cores\" are the share of one "
+        "core used while sending.",
         "",
         relay_table(runs, servers),
         "",

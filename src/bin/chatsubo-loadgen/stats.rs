@@ -15,6 +15,9 @@ pub struct ProcSample {
     pub at: Instant,
     /// utime + stime.
     pub cpu: Duration,
+    /// stime alone: the kernel's work for the process (its syscalls, and
+    /// over loopback the receiving side of what it sends).
+    pub system: Duration,
     /// VmRSS, in bytes.
     pub rss: u64,
 }
@@ -39,24 +42,26 @@ impl Proc {
         let dir = self.dir();
         let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
         let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+        let (cpu, system) = cpu_time(&stat)?;
         Some(ProcSample {
             at: Instant::now(),
-            cpu: cpu_time(&stat)?,
+            cpu,
+            system,
             rss: rss_bytes(&status)?,
         })
     }
 }
 
-/// utime + stime from the text of /proc/<pid>/stat.
-fn cpu_time(stat: &str) -> Option<Duration> {
+/// utime + stime, and stime, from the text of /proc/<pid>/stat.
+fn cpu_time(stat: &str) -> Option<(Duration, Duration)> {
     // The command name (field 2) may hold spaces: count from its ')'.
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the name, field 3 (state) is index 0; utime is field 14, stime 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = utime + stime;
-    Some(Duration::from_micros(ticks * 1_000_000 / TICKS_PER_SEC))
+    let time = |ticks: u64| Duration::from_micros(ticks * 1_000_000 / TICKS_PER_SEC);
+    Some((time(utime + stime), time(stime)))
 }
 
 /// VmRSS from the text of /proc/<pid>/status, in bytes.
@@ -78,6 +83,12 @@ pub fn core_share(before: &ProcSample, after: &ProcSample) -> f64 {
 /// CPU microseconds between two samples, divided by `units`.
 pub fn cpu_us_per(before: &ProcSample, after: &ProcSample, units: u64) -> Option<f64> {
     (units > 0).then(|| after.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6 / units as f64)
+}
+
+/// System (kernel) CPU microseconds between two samples, divided by `units`.
+pub fn system_us_per(before: &ProcSample, after: &ProcSample, units: u64) -> Option<f64> {
+    (units > 0)
+        .then(|| after.system.saturating_sub(before.system).as_secs_f64() * 1e6 / units as f64)
 }
 
 /// A latency histogram in microseconds, 1 µs to 10 minutes, 3 digits.
@@ -113,7 +124,10 @@ mod tests {
     #[test]
     fn reads_proc_formats() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 200";
-        assert_eq!(cpu_time(stat), Some(Duration::from_secs(3)));
+        assert_eq!(
+            cpu_time(stat),
+            Some((Duration::from_secs(3), Duration::from_millis(500)))
+        );
         let status = "Name:\tx\nVmPeak:\t 100 kB\nVmRSS:\t    2048 kB\n";
         assert_eq!(rss_bytes(status), Some(2048 * 1024));
         let me = Proc::Myself.sample().expect("own /proc");

@@ -130,6 +130,10 @@ pub async fn run(target: Arc<Target>, args: ChurnArgs) -> Report {
             (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, cycles),
             _ => None,
         },
+        "server_system_us_per_cycle": match (server_before, server_after) {
+            (Some(b), Some(a)) => stats::system_us_per(&b, &a, cycles),
+            _ => None,
+        },
         "server_cpu_cores": match (server_before, server_after) {
             (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
             _ => None,

@@ -249,6 +249,10 @@ impl Running {
                     (Some(b), Some(a)) => stats::cpu_us_per(&b, &a, received),
                     _ => None,
                 },
+                "server_system_us_per_msg": match (server_before, server_after) {
+                    (Some(b), Some(a)) => stats::system_us_per(&b, &a, received),
+                    _ => None,
+                },
                 "server_cpu_cores": match (server_before, server_sending) {
                     (Some(b), Some(a)) => Some(stats::core_share(&b, &a)),
                     _ => None,
