@@ -13,8 +13,10 @@
 #   off      --log-level off, no export
 #   logs     JSON logs as shipped (stdout and the rotating file)
 #   export   logs + OTLP gRPC export of every span to the sink
+#   sampled  the same with parent-based ratio sampling at SAMPLE_RATIO
+#            (default 0.01), as docs/observability.md advises a busy server
 #
-# Environment: RATE (40000), STEP_SECS (15), ROUNDS (3), MODES, OUT
+# Environment: RATE (40000), STEP_SECS (15), ROUNDS (3), MODES, SAMPLE_RATIO, OUT
 # (target/overhead), SRV_CPU / LG_CPU (0 / 1). Prints one line per run
 # (CPU per message, p99, spans exported and dropped when the step ended;
 # a last batch is exported at shutdown) and the medians; the
@@ -55,17 +57,21 @@ metric() { awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2 } END { pri
 
 # run MODE ROUND: one fresh server under the workload; appends to results.tsv.
 run() {
-  local mode=$1 round=$2 dir="$OUT/$1-$2" port extra=()
+  local mode=$1 round=$2 dir="$OUT/$1-$2" port extra=() sampler=()
   mkdir -p "$dir"
   port=$(free_port)
   case $mode in
     off) extra=(--log-level off) ;;
     logs) ;;
     export) extra=(--otlp-endpoint "http://127.0.0.1:$sink_port") ;;
+    sampled)
+      extra=(--otlp-endpoint "http://127.0.0.1:$sink_port")
+      sampler=(OTEL_TRACES_SAMPLER=parentbased_traceidratio "OTEL_TRACES_SAMPLER_ARG=${SAMPLE_RATIO:-0.01}")
+      ;;
     *) echo "overhead: unknown mode $mode" >&2; exit 2 ;;
   esac
   env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_TRACES_SAMPLER -u OTEL_TRACES_SAMPLER_ARG \
-    taskset -c "$SRV_CPU" target/release/chatsubo --listen "127.0.0.1:$port" \
+    "${sampler[@]}" taskset -c "$SRV_CPU" target/release/chatsubo --listen "127.0.0.1:$port" \
     --data-dir "$dir/data" --log-dir "$dir/logs" \
     --max-connections 20000 --max-connections-per-ip 20000 \
     --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${extra[@]}" > "$dir/server.log" 2>&1 &
@@ -112,7 +118,7 @@ p99 = {m: statistics.median(float(r[3]) for r in rows if r[0] == m) for m in mod
 print("\nmedians over the rounds:")
 for mode in modes:
     note = ""
-    if mode == "export" and "logs" in cpu:
+    if mode in ("export", "sampled") and "logs" in cpu:
         note = "  (%+.0f%% against logs)" % ((cpu[mode] / cpu["logs"] - 1) * 100)
     print("  %-7s %6.2f us/msg  p99 %6.2f ms%s" % (mode, cpu[mode], p99[mode], note))
 EOF
