@@ -59,7 +59,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         tracing::dispatcher::get_default(logging::installed_in);
     }
     if let Some(target) = &traces.target {
-        relay_span::install(traces.relay_tracer());
+        relay_span::install(traces.relay_tracer(), relay_span::sampler_follows_parent());
         tracing::info!(
             event = "trace_export",
             endpoint = %target.endpoint,

@@ -241,6 +241,78 @@ async fn offer_and_answer_are_one_trace_and_survive_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_based_sampler_exports_the_relays_of_sampled_parents_only() {
+    let (addr, receiver) = start_receiver().await;
+    let endpoint = format!("http://{addr}");
+    // Connections are roots, and this sampler drops every root: only a
+    // client's sampled traceparent gets a relay recorded.
+    let app = BinApp::start(
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
+    );
+    let mut a = app.client().await;
+    a.join("sampled", "ann").await;
+    let mut b = app.client().await;
+    b.join("sampled", "bob").await;
+    a.recv_type("peer-joined").await;
+
+    a.send(json!({"type":"offer","to":b.peer_id(),"data":{"sdp":"x"}}))
+        .await;
+    let untraced = b.recv_type("offer").await["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(untraced.ends_with("-00"), "not sampled: {untraced}");
+    let unsampled_tp = "00-11111111111111111111111111111111-2222222222222222-00";
+    a.send(
+        json!({"type":"ice-candidate","to":b.peer_id(),"data":{"c":1},"traceparent":unsampled_tp}),
+    )
+    .await;
+    let continued = b.recv_type("ice-candidate").await["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (trace, span) = ids(&continued);
+    assert_eq!(trace, "11111111111111111111111111111111");
+    assert_ne!(span, "2222222222222222", "a fresh span id");
+    assert!(continued.ends_with("-00"), "still not sampled: {continued}");
+    let sampled_tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    a.send(json!({"type":"answer","to":b.peer_id(),"data":{"sdp":"y"},"traceparent":sampled_tp}))
+        .await;
+    let traced = b.recv_type("answer").await["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (traced_trace, traced_span) = ids(&traced);
+    assert_eq!(traced_trace, "0af7651916cd43dd8448eb211c80319c");
+    assert!(traced.ends_with("-01"), "sampled: {traced}");
+
+    let (status, _dir, _) = tokio::task::spawn_blocking(move || app.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "chatsubo exited with {status}");
+    let spans = receiver.spans.lock().unwrap().clone();
+    let relays: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "signal.relay")
+        .collect();
+    assert_eq!(relays.len(), 1, "only the sampled relay: {spans:?}");
+    let relay = relays[0];
+    assert_eq!(hex(&relay.trace_id), traced_trace);
+    assert_eq!(hex(&relay.span_id), traced_span);
+    assert_eq!(hex(&relay.parent_span_id), "b7ad6b7169203331");
+    assert_eq!(
+        attr(&relay.attributes, "message.type").as_deref(),
+        Some("answer")
+    );
+    assert!(
+        spans.iter().all(|(_, s)| s.name != "ws.connection"),
+        "connections are dropped roots"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_never_stalls_signaling() {
     // Nothing listens there: exports fail, signaling goes on.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
