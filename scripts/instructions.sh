@@ -29,6 +29,7 @@
 # About 2 minutes per mode. Needs valgrind; not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/modes.sh
 
 command -v valgrind >/dev/null || { echo "instructions: valgrind not found (apt-get install valgrind)" >&2; exit 2; }
 SHORT=${SHORT:-4}
@@ -57,23 +58,13 @@ fi
 
 # one_run DIR MODE SECS: the server under callgrind for one step length.
 one_run() {
-  local dir=$1 mode=$2 secs=$3 port extra=() sampler=()
+  local dir=$1 mode=$2 secs=$3 port
   mkdir -p "$dir"
   port=$(free_port)
-  case $mode in
-    off) extra=(--log-level off) ;;
-    logs) ;;
-    export) extra=(--otlp-endpoint "http://127.0.0.1:$sink_port") ;;
-    sampled)
-      extra=(--otlp-endpoint "http://127.0.0.1:$sink_port")
-      sampler=(OTEL_TRACES_SAMPLER=parentbased_traceidratio "OTEL_TRACES_SAMPLER_ARG=${SAMPLE_RATIO:-0.01}")
-      ;;
-    *) echo "instructions: unknown mode $mode" >&2; return 2 ;;
-  esac
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_TRACES_SAMPLER -u OTEL_TRACES_SAMPLER_ARG \
-    "${sampler[@]}" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
+  mode_setup "$mode" "$sink_port" || { echo "instructions: unknown mode $mode" >&2; return 2; }
+  env "${MODE_UNSET[@]}" "${mode_env[@]}" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
     "$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs" \
-    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${extra[@]}" \
+    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${mode_flags[@]}" \
     >"$dir/server.log" 2>"$dir/valgrind.log" &
   local pid=$!
   for _ in $(seq 300); do

@@ -9,12 +9,8 @@
 #   scripts/overhead.sh                    off, logs and export, 3 rounds
 #   MODES="logs export" ROUNDS=5 scripts/overhead.sh
 #
-# Modes:
-#   off      --log-level off, no export
-#   logs     JSON logs as shipped (stdout and the rotating file)
-#   export   logs + OTLP gRPC export of every span to the sink
-#   sampled  the same with parent-based ratio sampling at SAMPLE_RATIO
-#            (default 0.01), as docs/observability.md advises a busy server
+# Modes (scripts/lib/modes.sh): off, logs, export (every span, over OTLP
+# gRPC to the sink), sampled (parent-based, SAMPLE_RATIO, default 1%).
 #
 # Environment: RATE (40000), STEP_SECS (15), ROUNDS (3), MODES, SAMPLE_RATIO, OUT
 # (target/overhead), SRV_CPU / LG_CPU (0 / 1). Prints one line per run
@@ -24,6 +20,7 @@
 # run. Not part of CI: a measurement wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/modes.sh
 
 RATE=${RATE:-40000}
 STEP_SECS=${STEP_SECS:-15}
@@ -57,24 +54,15 @@ metric() { awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2 } END { pri
 
 # run MODE ROUND: one fresh server under the workload; appends to results.tsv.
 run() {
-  local mode=$1 round=$2 dir="$OUT/$1-$2" port extra=() sampler=()
+  local mode=$1 round=$2 dir="$OUT/$1-$2" port
   mkdir -p "$dir"
   port=$(free_port)
-  case $mode in
-    off) extra=(--log-level off) ;;
-    logs) ;;
-    export) extra=(--otlp-endpoint "http://127.0.0.1:$sink_port") ;;
-    sampled)
-      extra=(--otlp-endpoint "http://127.0.0.1:$sink_port")
-      sampler=(OTEL_TRACES_SAMPLER=parentbased_traceidratio "OTEL_TRACES_SAMPLER_ARG=${SAMPLE_RATIO:-0.01}")
-      ;;
-    *) echo "overhead: unknown mode $mode" >&2; exit 2 ;;
-  esac
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_TRACES_SAMPLER -u OTEL_TRACES_SAMPLER_ARG \
-    "${sampler[@]}" taskset -c "$SRV_CPU" target/release/chatsubo --listen "127.0.0.1:$port" \
+  mode_setup "$mode" "$sink_port" || { echo "overhead: unknown mode $mode" >&2; exit 2; }
+  env "${MODE_UNSET[@]}" "${mode_env[@]}" \
+    taskset -c "$SRV_CPU" target/release/chatsubo --listen "127.0.0.1:$port" \
     --data-dir "$dir/data" --log-dir "$dir/logs" \
     --max-connections 20000 --max-connections-per-ip 20000 \
-    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${extra[@]}" > "$dir/server.log" 2>&1 &
+    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${mode_flags[@]}" > "$dir/server.log" 2>&1 &
   server=$!
   for _ in $(seq 100); do
     curl -sf "127.0.0.1:$port/health" > /dev/null && break
