@@ -150,9 +150,7 @@ impl RelaySpan {
             traceparent,
         }
     }
-}
 
-impl RelaySpan {
     /// No span: only the ids the receiver gets.
     fn unrecorded(trace_id: [u8; 16], sampled: bool) -> Self {
         RelaySpan {
