@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use serde_json::json;
+use serde_json::{Value, json};
 use tonic::codegen::async_trait;
 
 use crate::helpers::*;
@@ -101,6 +101,26 @@ async fn start_receiver() -> (std::net::SocketAddr, Receiver) {
     (addr, receiver)
 }
 
+/// Ann and Bob joined to `room`, Ann having seen Bob arrive.
+async fn joined_pair(app: &BinApp, room: &str) -> (Client, Client) {
+    let mut a = app.client().await;
+    a.join(room, "ann").await;
+    let mut b = app.client().await;
+    b.join(room, "bob").await;
+    a.recv_type("peer-joined").await;
+    (a, b)
+}
+
+/// Sends `message` from `from`; the `traceparent` that `to` receives it with.
+async fn relayed_traceparent(from: &mut Client, to: &mut Client, message: Value) -> String {
+    let kind = message["type"].as_str().unwrap().to_string();
+    from.send(message).await;
+    to.recv_type(&kind).await["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offer_and_answer_are_one_trace_and_survive_shutdown() {
     let (addr, receiver) = start_receiver().await;
@@ -111,11 +131,7 @@ async fn offer_and_answer_are_one_trace_and_survive_shutdown() {
         &["--otlp-endpoint", &endpoint],
         &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
     );
-    let mut a = app.client().await;
-    a.join("traced", "ann").await;
-    let mut b = app.client().await;
-    b.join("traced", "bob").await;
-    a.recv_type("peer-joined").await;
+    let (mut a, mut b) = joined_pair(&app, "traced").await;
 
     let client_tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     a.send(json!({"type":"offer","to":b.peer_id(),"data":{"sdp":"x"},"traceparent":client_tp}))
@@ -250,39 +266,34 @@ async fn a_parent_based_sampler_exports_the_relays_of_sampled_parents_only() {
         &["--otlp-endpoint", &endpoint],
         &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
     );
-    let mut a = app.client().await;
-    a.join("sampled", "ann").await;
-    let mut b = app.client().await;
-    b.join("sampled", "bob").await;
-    a.recv_type("peer-joined").await;
+    let (mut a, mut b) = joined_pair(&app, "sampled").await;
 
-    a.send(json!({"type":"offer","to":b.peer_id(),"data":{"sdp":"x"}}))
-        .await;
-    let untraced = b.recv_type("offer").await["traceparent"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(untraced.ends_with("-00"), "not sampled: {untraced}");
-    let unsampled_tp = "00-11111111111111111111111111111111-2222222222222222-00";
-    a.send(
-        json!({"type":"ice-candidate","to":b.peer_id(),"data":{"c":1},"traceparent":unsampled_tp}),
+    let to = b.peer_id();
+    let untraced = relayed_traceparent(
+        &mut a,
+        &mut b,
+        json!({"type":"offer","to":to,"data":{"sdp":"x"}}),
     )
     .await;
-    let continued = b.recv_type("ice-candidate").await["traceparent"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    assert!(untraced.ends_with("-00"), "not sampled: {untraced}");
+    let unsampled_tp = "00-11111111111111111111111111111111-2222222222222222-00";
+    let continued = relayed_traceparent(
+        &mut a,
+        &mut b,
+        json!({"type":"ice-candidate","to":to,"data":{"c":1},"traceparent":unsampled_tp}),
+    )
+    .await;
     let (trace, span) = ids(&continued);
     assert_eq!(trace, "11111111111111111111111111111111");
     assert_ne!(span, "2222222222222222", "a fresh span id");
     assert!(continued.ends_with("-00"), "still not sampled: {continued}");
     let sampled_tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    a.send(json!({"type":"answer","to":b.peer_id(),"data":{"sdp":"y"},"traceparent":sampled_tp}))
-        .await;
-    let traced = b.recv_type("answer").await["traceparent"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let traced = relayed_traceparent(
+        &mut a,
+        &mut b,
+        json!({"type":"answer","to":to,"data":{"sdp":"y"},"traceparent":sampled_tp}),
+    )
+    .await;
     let (traced_trace, traced_span) = ids(&traced);
     assert_eq!(traced_trace, "0af7651916cd43dd8448eb211c80319c");
     assert!(traced.ends_with("-01"), "sampled: {traced}");
