@@ -50,16 +50,15 @@ fn lower_this_thread() {
 #[cfg(not(target_os = "linux"))]
 fn lower_this_thread() {}
 
-/// The calling thread's scheduling policy (`SCHED_*`).
-#[cfg(target_os = "linux")]
-pub fn policy_of_this_thread() -> i32 {
-    // SAFETY: no arguments but the calling thread.
-    unsafe { libc::sched_getscheduler(0) }
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The calling thread's scheduling policy (`SCHED_*`).
+    fn policy_of_this_thread() -> i32 {
+        // SAFETY: no arguments but the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
+    }
 
     #[test]
     fn a_lowered_thread_runs_under_sched_idle_and_others_do_not() {
