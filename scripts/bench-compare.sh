@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Issue 7's side-by-side benchmark: Chatsubo, matchbox_server 0.15 and
+# The side-by-side benchmark: Chatsubo, matchbox_server 0.15 and
 # peerjs-server 1.0.2 under the same three workloads (idle, relay, churn) of
 # chatsubo-loadgen, each server pinned to CPU 0 and the load generator to
-# CPU 1, all on 127.0.0.1. Writes docs/bench/results-*.json, the section
-# "Comparison with matchbox_server and peerjs-server" of docs/performance.md
-# and two PNG plots in docs/.
+# CPU 1, all on 127.0.0.1. Writes everything under target/bench/compare/:
+# the load generator's results-*.json, the machine, versions and commands,
+# report.md and two PNG plots. Nothing is written into docs/: report.md
+# opens with this run's rows of the table in docs/performance.md, which is
+# updated from it by hand.
 #
 #   scripts/bench-compare.sh              the full run (about 15 minutes);
 #                                         run it on a quiet machine only
 #   QUICK=1 scripts/bench-compare.sh      a functional check in about 2 minutes
 #                                         (small N, one short step), written
-#                                         under target/bench-quick/, not docs/
+#                                         under target/bench/quick/
 #
 # Environment: SERVERS (default "chatsubo matchbox peerjs"), IDLE_NS (idle
 # connection counts), SRV_CPU / LG_CPU (default 0 / 1).
@@ -32,16 +34,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT=$(ulimit -n)
 MAX_N=$((FD_LIMIT - 500))
 if [ "$QUICK" = 1 ]; then
-  OUT=target/bench-quick/bench
-  DOC=target/bench-quick/performance.md
-  PLOTS=target/bench-quick
+  OUT=target/bench/quick
   IDLE_NS=${IDLE_NS:-"200 1000"}
   RELAY_ARGS=(--rates 2000 --step-secs 3 --drain-secs 1)
   CHURN_ARGS=(--secs 3)
 else
-  OUT=docs/bench
-  DOC=docs/performance.md
-  PLOTS=docs
+  OUT=target/bench/compare
   IDLE_NS=${IDLE_NS:-"1000 5000 10000 $MAX_N"}
   RELAY_ARGS=()
   CHURN_ARGS=()
@@ -69,10 +67,9 @@ say "building chatsubo and chatsubo-loadgen (release)"
 cargo build --release --locked --bin chatsubo --bin chatsubo-loadgen
 
 # --- bookkeeping ----------------------------------------------------------------------
+# $OUT holds this comparison's results only: each run starts it afresh.
+rm -rf "${OUT:?}"
 mkdir -p "$OUT"
-# Only this comparison's own results: docs/bench also keeps the chaos,
-# flood and soak runs.
-rm -f "$OUT"/results-{chatsubo,matchbox_server,peerjs-server}-{idle-*,relay,churn}.json
 : > "$OUT/commands.txt"
 {
   echo "date (UTC):   $(date -u '+%Y-%m-%d %H:%M')"
@@ -196,5 +193,5 @@ for name in $SERVERS; do
 done
 echo "At the end: load average $(cut -d' ' -f1 /proc/loadavg), $(pgrep -c -x 'rustc|cargo' || true) cargo/rustc processes running." >> "$OUT/conditions.txt"
 
-say "rendering $DOC and the plots"
-"$VENV/bin/python" scripts/bench-report.py "$OUT" "$DOC" "$PLOTS"
+say "writing $OUT/report.md and the plots"
+"$VENV/bin/python" scripts/bench-report.py "$OUT" "$OUT/report.md" "$OUT"
