@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check of the operations kit (issue 5), in one run:
+# Every check of the operations kit, in one run:
 #   promtool check config / check rules / test rules   (Debian: prometheus)
 #   amtool check-config, inhibition on a real Alertmanager (prometheus-alertmanager)
 #   systemd-analyze verify on every unit in deploy/systemd (systemd)

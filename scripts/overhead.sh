@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What logging and trace export cost a relayed message, in server CPU time
-# (user + system, kernel included), under issue 7's relay workload: 100
+# (user + system, kernel included), under the comparison's relay workload: 100
 # rooms of 10 peers, open loop at RATE messages a second for STEP_SECS.
 # The release server is pinned to CPU 0; the load generator and the OTLP
 # sink (examples/relay_bench.rs, RELAY_BENCH_SINK_ONLY) to CPU 1. Each round

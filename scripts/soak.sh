@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's soak run (and issue 7's memory-growth check): the release server
+# The soak run (and, with churn, the memory-growth check): the release server
 # pinned to CPU 0 under steady load from chatsubo-loadgen pinned to CPU 1,
 # sampled every SAMPLE_SECS: resident memory, store size on disk, log size,
 # and every drop, kick and error counter of /metrics. Prints the samples
@@ -12,12 +12,10 @@
 #                                         (each worker pausing CHURN_PAUSE_MS,
 #                                         100, between cycles)
 #
-# Environment: MINUTES (30), RATE (relays a second, 10000: half of the
-# highest rate at which every relay arrived with p99 under 10 ms in
-# docs/performance.md), CHURN_WORKERS (0: none), CHURN_PAUSE_MS (100),
-# SAMPLE_SECS (30),
-# OUT (target/soak), SRV_CPU / LG_CPU (0 / 1), PORT (18090), SRVARGS (more
-# server flags, e.g. "--store-cache-mb 8").
+# Environment: MINUTES (30), RATE (relays a second, 10000), CHURN_WORKERS
+# (0: none), CHURN_PAUSE_MS (100), SAMPLE_SECS (30), OUT (target/soak),
+# SRV_CPU / LG_CPU (0 / 1), PORT (18090), SRVARGS (more server flags, e.g.
+# "--store-cache-mb 8").
 #
 # Verdict: the run passes when nothing was dropped or kicked, the relays
 # were all delivered, RSS at the end is within 10% of the first minute's,
