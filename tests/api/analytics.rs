@@ -12,38 +12,6 @@ use chatsubo::analytics::{SledOptions, SledStore, keys, query, retention};
 
 use crate::helpers::*;
 
-/// GET an /api path (optionally with a bearer token) and read the JSON.
-pub async fn api(app: &TestApp, path: &str) -> (u16, Value) {
-    api_with(app, path, None).await
-}
-
-pub async fn api_with(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().get(app.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.expect("GET");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `path` until `done` holds (the writer applies events in the
-/// background), failing after a few seconds.
-pub async fn api_until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = api(app, path).await;
-        if status == 200 && done(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting on {path}: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn session_of<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {
     list["sessions"]
         .as_array()?
@@ -67,27 +35,6 @@ fn ms(text: &Value) -> i128 {
 
 fn now_ms() -> i128 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
-}
-
-/// Every byte of every file under `dir`.
-pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                out.extend(bytes);
-            }
-        }
-    }
-    out
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test]

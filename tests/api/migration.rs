@@ -9,7 +9,6 @@ use chatsubo::analytics::resume_state::{self, ResumeChange};
 use chatsubo::analytics::writer::apply_events;
 use chatsubo::analytics::{self, SledOptions, Store, Tree, keys};
 
-use crate::analytics::api;
 use crate::helpers::*;
 
 /// Runs `open` until it stops failing for a lock a handle dropped just

@@ -1,17 +1,23 @@
 #![allow(dead_code)]
 //! spawn_app(): the real server on 127.0.0.1:0 with a fresh data directory
 //! (`app`); a WebSocket test client that speaks the protocol over a real
-//! socket (`client`); the real binary as a child process (`binary`).
+//! socket (`client`); the real binary as a child process (`binary`); the
+//! /api answers as JSON (`api`) and the bytes a data directory holds
+//! (`data_dir`).
 
 use std::time::Duration;
 
+mod api;
 mod app;
 mod binary;
 mod client;
+mod data_dir;
 
+pub use api::*;
 pub use app::*;
 pub use binary::*;
 pub use client::*;
+pub use data_dir::*;
 
 /// How long a test waits for a message that must come.
 pub const PATIENCE: Duration = Duration::from_secs(5);
