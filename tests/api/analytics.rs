@@ -159,9 +159,7 @@ async fn a_resume_links_the_sessions_and_keeps_the_peer_id() {
     api_until(&app, &old_path, |s| !s["endedAt"].is_null()).await;
     let mut c = app.client().await;
     let new_session = c.welcome["sessionId"].as_str().unwrap().to_string();
-    c.send(json!({"type":"join","room":"room1","resumeToken":token}))
-        .await;
-    let joined = c.recv_type("joined").await;
+    let joined = c.resume("room1", &token).await;
     assert_eq!(joined["resumed"], true);
     b.expect_silence(Duration::from_millis(100)).await;
 

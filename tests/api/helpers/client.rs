@@ -88,6 +88,14 @@ impl Client {
         self.recv_type("joined").await
     }
 
+    /// Joins `room` with a resume token and returns the `joined` message;
+    /// whether it resumed (`"resumed"`) is for the caller to check.
+    pub async fn resume(&mut self, room: &str, token: &str) -> Value {
+        self.send(json!({"type":"join","room":room,"resumeToken":token}))
+            .await;
+        self.recv_type("joined").await
+    }
+
     /// The next text message, as JSON; fails after PATIENCE.
     pub async fn recv(&mut self) -> Value {
         match self.next_event(PATIENCE).await {

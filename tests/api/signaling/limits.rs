@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::pair;
+use super::{away_from, pair};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -42,24 +42,18 @@ async fn the_eleventh_peer_gets_room_full() {
 
 #[tokio::test]
 async fn a_peer_inside_its_grace_keeps_its_place_in_a_full_room() {
-    let app = spawn_app_with(|c| {
+    let (app, _a, _, token) = away_from("duo", |c| {
         c.max_room_size = 2;
         c.resume_grace_secs = Duration::from_secs(30);
     })
     .await;
-    let (_a, b) = pair(&app, "duo").await;
-    let token = b.token();
-    b.vanish();
-    app.wait_connections(1).await;
     // Through ?room= as through join: full while b may still come back.
     let mut c = app.client_with("?room=duo").await;
     let err = c.recv_error("ROOM_FULL").await;
     assert_eq!(err["ref"], "join");
     assert_eq!(err["message"], "room duo is full (2/2)");
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"duo","resumeToken":token}))
-        .await;
-    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    assert_eq!(b2.resume("duo", &token).await["resumed"], true);
     app.stop().await;
 }
 

@@ -8,17 +8,13 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::pair;
+use super::{away, pair};
 use crate::helpers::*;
 
 #[tokio::test]
 async fn a_dropped_connection_keeps_its_place_for_the_grace_then_leaves_as_disconnected() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(2)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let b_id = b.peer_id();
-    b.vanish();
+    let (app, mut a, b_id, _) = away(Duration::from_secs(2)).await;
     // Once the server has seen the drop, nothing is said during the grace.
-    app.wait_connections(1).await;
     a.ping_next(1).await;
     a.expect_silence(Duration::from_millis(500)).await;
     assert_eq!(app.health().await["activeRooms"], 1);

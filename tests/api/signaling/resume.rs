@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::pair;
+use super::{away, pair};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -27,9 +27,7 @@ async fn a_peer_that_timed_out_can_resume_inside_the_grace() {
     }
     a.ping_next(1).await;
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    let joined = b2.recv_type("joined").await;
+    let joined = b2.resume("lobby", &token).await;
     assert_eq!(joined["resumed"], true);
     assert_eq!(joined["peerId"], b_id);
     a.ping_next(2).await;
@@ -39,11 +37,7 @@ async fn a_peer_that_timed_out_can_resume_inside_the_grace() {
 
 #[tokio::test]
 async fn resume_inside_the_grace_is_invisible_to_the_others_and_delivers_held_relays() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let (b_id, token) = (b.peer_id(), b.token());
-    b.vanish();
-    app.wait_connections(1).await;
+    let (app, mut a, b_id, token) = away(Duration::from_secs(30)).await;
     // Relays to a peer inside its grace are held, in order.
     for i in 0..3 {
         a.send(json!({"type":"ice-candidate","to":b_id,"data":{"seq":i}}))
@@ -55,9 +49,7 @@ async fn resume_inside_the_grace_is_invisible_to_the_others_and_delivers_held_re
 
     let mut b2 = app.client().await;
     assert_ne!(b2.peer_id(), b_id);
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    let joined = b2.recv_type("joined").await;
+    let joined = b2.resume("lobby", &token).await;
     assert_eq!(joined["resumed"], true);
     assert_eq!(joined["peerId"], b_id);
     assert_eq!(joined["room"], "lobby");
@@ -96,20 +88,14 @@ async fn resume_inside_the_grace_is_invisible_to_the_others_and_delivers_held_re
 
 #[tokio::test]
 async fn at_most_64_relays_are_held_for_an_away_peer_and_the_newest_are_kept() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let (b_id, token) = (b.peer_id(), b.token());
-    b.vanish();
-    app.wait_connections(1).await;
+    let (app, mut a, b_id, token) = away(Duration::from_secs(30)).await;
     for i in 0..70 {
         a.send(json!({"type":"ice-candidate","to":b_id,"data":{"seq":i}}))
             .await;
     }
     a.ping_next(1).await;
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    assert_eq!(b2.resume("lobby", &token).await["resumed"], true);
     for i in 6..70 {
         let m = b2.recv_type("ice-candidate").await;
         assert_eq!(m["data"]["seq"], i);
@@ -125,15 +111,9 @@ async fn at_most_64_relays_are_held_for_an_away_peer_and_the_newest_are_kept() {
 
 #[tokio::test]
 async fn a_spent_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let (b_id, token) = (b.peer_id(), b.token());
-    b.vanish();
-    app.wait_connections(1).await;
+    let (app, mut a, b_id, token) = away(Duration::from_secs(30)).await;
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    assert_eq!(b2.resume("lobby", &token).await["resumed"], true);
 
     // The same token again: a fresh join under the new connection's own id.
     let mut b3 = app.client().await;
@@ -169,11 +149,7 @@ async fn a_spent_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
 
 #[tokio::test]
 async fn a_token_after_the_grace_gives_a_fresh_join_and_counts_as_a_failed_resume() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(1)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let (b_id, token) = (b.peer_id(), b.token());
-    b.vanish();
-    app.wait_connections(1).await;
+    let (app, mut a, b_id, token) = away(Duration::from_secs(1)).await;
     // Relays held for it are dropped when the grace ends.
     for i in 0..2 {
         a.send(json!({"type":"offer","to":b_id,"data":{"seq":i}}))
@@ -189,9 +165,7 @@ async fn a_token_after_the_grace_gives_a_fresh_join_and_counts_as_a_failed_resum
     );
 
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    let joined = b2.recv_type("joined").await;
+    let joined = b2.resume("lobby", &token).await;
     assert_eq!(joined["resumed"], false);
     assert_eq!(joined["peerId"], b2.peer_id());
     assert_ne!(b2.peer_id(), b_id);
@@ -227,9 +201,7 @@ async fn an_unknown_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
     let mut never_joined = app.client().await;
     for token in [never_joined.token(), "garbage".to_string()] {
         let mut c = app.client().await;
-        c.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-            .await;
-        let joined = c.recv_type("joined").await;
+        let joined = c.resume("lobby", &token).await;
         assert_eq!(joined["resumed"], false);
         assert_eq!(joined["peerId"], c.peer_id());
         assert_eq!(a.recv_type("peer-joined").await["peerId"], c.peer_id());
@@ -249,17 +221,10 @@ async fn an_unknown_token_gives_a_fresh_join_and_counts_as_a_failed_resume() {
 
 #[tokio::test]
 async fn a_resumed_peer_can_resume_again_with_the_token_of_its_new_welcome() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_secs(30)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let b_id = b.peer_id();
-    let mut token = b.token();
-    b.vanish();
+    let (app, mut a, b_id, mut token) = away(Duration::from_secs(30)).await;
     for round in 0..3 {
-        app.wait_connections(1).await;
         let mut next = app.client().await;
-        next.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-            .await;
-        let joined = next.recv_type("joined").await;
+        let joined = next.resume("lobby", &token).await;
         assert_eq!(joined["resumed"], true, "round {round}");
         assert_eq!(joined["peerId"], b_id);
         a.send(json!({"type":"offer","to":b_id,"data":{"round":round}}))
@@ -267,8 +232,8 @@ async fn a_resumed_peer_can_resume_again_with_the_token_of_its_new_welcome() {
         assert_eq!(next.recv_type("offer").await["data"]["round"], round);
         token = next.token();
         next.vanish();
+        app.wait_connections(1).await;
     }
-    app.wait_connections(1).await;
     a.ping_next(1).await;
     assert_eq!(
         app.metric(r#"chatsubo_reconnections_total{outcome="resumed"}"#)
@@ -287,9 +252,7 @@ async fn a_peer_alone_in_its_room_keeps_the_room_during_its_grace_and_resumes() 
     app.wait_connections(0).await;
     assert_eq!(app.health().await["activeRooms"], 1);
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"solo","resumeToken":token}))
-        .await;
-    let joined = b2.recv_type("joined").await;
+    let joined = b2.resume("solo", &token).await;
     assert_eq!(joined["resumed"], true);
     assert_eq!(joined["peerId"], b_id);
     assert_eq!(joined["peers"], json!([]));
@@ -305,15 +268,9 @@ async fn a_peer_alone_in_its_room_keeps_the_room_during_its_grace_and_resumes() 
 
 #[tokio::test]
 async fn the_grace_timer_of_an_earlier_drop_does_not_remove_a_resumed_peer() {
-    let app = spawn_app_with(|c| c.resume_grace_secs = Duration::from_millis(500)).await;
-    let (mut a, b) = pair(&app, "lobby").await;
-    let (b_id, token) = (b.peer_id(), b.token());
-    b.vanish();
-    app.wait_connections(1).await;
+    let (app, mut a, b_id, token) = away(Duration::from_millis(500)).await;
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    assert_eq!(b2.recv_type("joined").await["resumed"], true);
+    assert_eq!(b2.resume("lobby", &token).await["resumed"], true);
     // The first connection's grace ends meanwhile; b2 is live, so nothing happens.
     let quiet = Duration::from_millis(1500);
     tokio::join!(a.expect_silence(quiet), b2.expect_silence(quiet));
@@ -334,9 +291,7 @@ async fn a_resume_while_the_old_connection_is_open_takes_over() {
     let (mut a, mut b) = pair(&app, "lobby").await;
     let (b_id, token) = (b.peer_id(), b.token());
     let mut b2 = app.client().await;
-    b2.send(json!({"type":"join","room":"lobby","resumeToken":token}))
-        .await;
-    let joined = b2.recv_type("joined").await;
+    let joined = b2.resume("lobby", &token).await;
     assert_eq!(joined["resumed"], true);
     assert_eq!(joined["peerId"], b_id);
     let (texts, code) = b.collect_until_close().await;
