@@ -7,19 +7,22 @@ use chatsubo::analytics::SledOptions;
 
 use crate::helpers::*;
 
+/// A path of every /api endpoint.
+const API_PATHS: [&str; 5] = [
+    "/api/sessions",
+    "/api/rooms",
+    "/api/churn",
+    "/api/stats",
+    "/api/sessions/x",
+];
+
 #[tokio::test]
 async fn with_a_token_every_api_request_needs_it_and_it_is_never_stored() {
     const TOKEN: &str = "tok-SECRET-4f9a2c";
     let app = spawn_app_with(|c| c.api_token = Some(TOKEN.into())).await;
     let c = app.joined("t", "ann").await;
     c.close().await;
-    for path in [
-        "/api/sessions",
-        "/api/rooms",
-        "/api/churn",
-        "/api/stats",
-        "/api/sessions/x",
-    ] {
+    for path in API_PATHS {
         let (status, body) = api(&app, path).await;
         assert_eq!(status, 401, "{path} without a token: {body}");
         assert_eq!(body["error"]["code"], "UNAUTHORIZED");
@@ -130,13 +133,7 @@ async fn the_access_rule_by_client_address() {
         200
     );
     for remote in ["192.0.2.7:5000", "10.1.2.3:5000", "[2001:db8::1]:5000"] {
-        for path in [
-            "/api/sessions",
-            "/api/rooms",
-            "/api/churn",
-            "/api/stats",
-            "/api/sessions/x",
-        ] {
+        for path in API_PATHS {
             assert_eq!(
                 status_from(&open, path, remote, None).await,
                 403,

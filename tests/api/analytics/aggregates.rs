@@ -10,6 +10,16 @@ fn now_ms() -> i128 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
 }
 
+/// The room named `name` in a `/api/rooms` answer.
+fn room_of<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == name)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn churn_rooms_and_stats_add_up() {
     let app = spawn_app_with(|c| c.max_room_size = 2).await;
@@ -26,13 +36,7 @@ async fn churn_rooms_and_stats_add_up() {
         r["rooms"].as_array().unwrap().len() == 2
     })
     .await;
-    let full = rooms["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room"] == "full")
-        .unwrap()
-        .clone();
+    let full = room_of(&rooms, "full").clone();
     assert_eq!(full["activePeers"], 2);
     assert_eq!(full["peakPeers"], 2);
     a.close().await;
@@ -91,12 +95,7 @@ async fn churn_rooms_and_stats_add_up() {
             .all(|r| r["activePeers"] == 0)
     })
     .await;
-    let full = rooms["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room"] == "full")
-        .unwrap();
+    let full = room_of(&rooms, "full");
     assert_eq!(full["sessions"], 2);
     assert_eq!(full["peakPeers"], 2);
     assert!(ms(&full["firstSeen"]) <= ms(&full["lastSeen"]));

@@ -179,13 +179,7 @@ impl TestApp {
     /// Shuts down and waits until run() returns.
     pub async fn stop(mut self) {
         self.begin_shutdown();
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(20), handle)
-                .await
-                .expect("shutdown finishes in bounded time")
-                .expect("server task")
-                .expect("server result");
-        }
+        self.finished().await;
     }
 
     /// Waits until run() returns (after begin_shutdown).

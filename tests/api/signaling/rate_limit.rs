@@ -10,13 +10,19 @@ use tokio_tungstenite::tungstenite::Message;
 use super::pair;
 use crate::helpers::*;
 
+/// A server that lets a connection send one message a second, after a
+/// burst of `burst`.
+async fn spawn_limited(burst: u32) -> TestApp {
+    spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1;
+        c.rate_limit_burst = burst;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn over_the_rate_limit_is_rate_limited() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1;
-        c.rate_limit_burst = 5;
-    })
-    .await;
+    let app = spawn_limited(5).await;
     let mut c = app.joined("lobby", "ann").await; // one of the five
     for i in 0..30 {
         c.send(json!({"type":"ping","id":i})).await;
@@ -46,11 +52,7 @@ async fn over_the_rate_limit_is_rate_limited() {
 
 #[tokio::test]
 async fn every_kind_of_frame_counts_against_the_rate_limit() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1;
-        c.rate_limit_burst = 2;
-    })
-    .await;
+    let app = spawn_limited(2).await;
     let mut c = app.client().await;
     // Two frames use up the burst; each answered INVALID_MESSAGE.
     c.send_text("not json").await;
@@ -77,11 +79,7 @@ async fn every_kind_of_frame_counts_against_the_rate_limit() {
 
 #[tokio::test]
 async fn a_flood_of_binary_frames_is_closed_with_1008() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1;
-        c.rate_limit_burst = 2;
-    })
-    .await;
+    let app = spawn_limited(2).await;
     let (mut a, mut b) = pair(&app, "lobby").await;
     let b_id = b.peer_id();
     for _ in 0..100 {
@@ -99,11 +97,7 @@ async fn a_flood_of_binary_frames_is_closed_with_1008() {
 
 #[tokio::test]
 async fn repeated_rate_limit_abuse_closes_with_1008_and_the_others_see_kicked() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1;
-        c.rate_limit_burst = 2;
-    })
-    .await;
+    let app = spawn_limited(2).await;
     let (mut a, mut b) = pair(&app, "lobby").await;
     let b_id = b.peer_id();
     for i in 0..100 {
@@ -130,11 +124,7 @@ async fn repeated_rate_limit_abuse_closes_with_1008_and_the_others_see_kicked() 
 
 #[tokio::test]
 async fn rate_limiting_one_room_does_not_stop_another() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1;
-        c.rate_limit_burst = 10;
-    })
-    .await;
+    let app = spawn_limited(10).await;
     let (mut noisy, _mate) = pair(&app, "noisy").await;
     let (mut c, mut d) = pair(&app, "quiet").await;
     for i in 0..40 {
