@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::analytics::contains;
 use crate::helpers::*;
 
 const TOKEN: &str = "restart-SECRET-token-91c3";
@@ -128,7 +127,7 @@ async fn a_graceful_stop_flushes_and_closes_sessions_as_server_shutdown() {
     // No token in the logs, nor in the store.
     let logs = first_run + &server.output();
     assert!(logs.contains("\"event\":\"store_closed\""), "{logs}");
-    let store = crate::analytics::all_bytes(&data_dir(dir.path()));
+    let store = all_bytes(&data_dir(dir.path()));
     for secret in [TOKEN.to_string()].into_iter().chain(
         tokens
             .iter()
@@ -530,7 +529,7 @@ async fn restart_inside_the_grace_is_invisible(kill: bool) {
 
     // Tokens are never in the logs or the store, only hashes of them.
     let logs = first_run + &server.output();
-    let store = crate::analytics::all_bytes(&data_dir(dir.path()));
+    let store = all_bytes(&data_dir(dir.path()));
     for token in tokens.iter().chain([&x_spent, &e_token]) {
         let secret = token.split_once('.').unwrap().1;
         assert!(!logs.contains(secret), "a token in the logs");

@@ -74,6 +74,15 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// The server with its data directory on `tmpfs`, flushing every 50 ms.
+async fn spawn_on(tmpfs: &Tmpfs) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    config.data_dir = tmpfs.path.clone();
+    config.flush_interval_ms = 50;
+    spawn_with_config(config, dir).await
+}
+
 async fn health(app: &TestApp) -> (u16, Value) {
     let res = app.get("/health").await;
     let status = res.status().as_u16();
@@ -81,15 +90,9 @@ async fn health(app: &TestApp) -> (u16, Value) {
 }
 
 /// Opens sessions in `room` (connect, join, leave) until `done` says so,
-/// or fails after `within`.
-async fn churn_until(
-    app: &TestApp,
-    room: &str,
-    within: Duration,
-    what: &str,
-    done: impl AsyncCheck,
-) {
-    let deadline = tokio::time::Instant::now() + within;
+/// or fails after 30 s.
+async fn churn_until(app: &TestApp, room: &str, what: &str, done: impl AsyncCheck) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut n = 0;
     loop {
         let c = app.joined(room, &format!("n{n}")).await;
@@ -145,24 +148,13 @@ async fn a_full_disk_degrades_health_keeps_signaling_and_recovers_by_itself() {
     let Some(tmpfs) = Tmpfs::mount("4m") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&dir);
-    config.data_dir = tmpfs.path.clone();
-    config.flush_interval_ms = 50;
-    let app = spawn_with_config(config, dir).await;
+    let app = spawn_on(&tmpfs).await;
     let (status, body) = health(&app).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("healthy")));
     relay_works(&app, "before").await;
 
     let filler = fill(&tmpfs.path);
-    churn_until(
-        &app,
-        "filling",
-        Duration::from_secs(30),
-        "health degraded",
-        Degraded,
-    )
-    .await;
+    churn_until(&app, "filling", "health degraded", Degraded).await;
     let (status, body) = health(&app).await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "degraded");
@@ -174,14 +166,7 @@ async fn a_full_disk_degrades_health_keeps_signaling_and_recovers_by_itself() {
     relay_works(&app, "during").await;
 
     std::fs::remove_file(&filler).unwrap();
-    churn_until(
-        &app,
-        "after",
-        Duration::from_secs(30),
-        "health back to healthy",
-        Healthy,
-    )
-    .await;
+    churn_until(&app, "after", "health back to healthy", Healthy).await;
     let (_, body) = health(&app).await;
     eprintln!(
         "recovered; storage errors: {}",
@@ -245,25 +230,14 @@ async fn a_read_only_data_directory_degrades_health_and_recovers_when_writable()
     let Some(tmpfs) = Tmpfs::mount("4m") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&dir);
-    config.data_dir = tmpfs.path.clone();
-    config.flush_interval_ms = 50;
-    let app = spawn_with_config(config, dir).await;
+    let app = spawn_on(&tmpfs).await;
     relay_works(&app, "before").await;
 
     // Linux refuses to remount a file system read-only while a file on it
     // is open for writing, as the store's files are. A write failure makes
     // the store close its files; the remount is made in that window.
     let filler = fill(&tmpfs.path);
-    churn_until(
-        &app,
-        "filling",
-        Duration::from_secs(30),
-        "health degraded",
-        Degraded,
-    )
-    .await;
+    churn_until(&app, "filling", "health degraded", Degraded).await;
     std::fs::remove_file(&filler).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !remount(&tmpfs.path, "ro") {
@@ -275,27 +249,13 @@ async fn a_read_only_data_directory_degrades_health_and_recovers_when_writable()
     }
     // Read-only: writes keep failing, health stays degraded, signaling goes on.
     let errors = app.metric("chatsubo_storage_errors_total").await;
-    churn_until(
-        &app,
-        "read-only",
-        Duration::from_secs(30),
-        "more storage errors",
-        MoreErrors(errors),
-    )
-    .await;
+    churn_until(&app, "read-only", "more storage errors", MoreErrors(errors)).await;
     let (status, body) = health(&app).await;
     assert_eq!((status, body["status"].as_str()), (503, Some("degraded")));
     relay_works(&app, "during").await;
 
     assert!(remount(&tmpfs.path, "rw"), "remount rw");
-    churn_until(
-        &app,
-        "after",
-        Duration::from_secs(30),
-        "health back to healthy",
-        Healthy,
-    )
-    .await;
+    churn_until(&app, "after", "health back to healthy", Healthy).await;
     app.stop().await;
     drop(tmpfs);
 }
@@ -317,11 +277,7 @@ async fn a_data_directory_read_only_at_start_serves_degraded_then_opens_the_stor
         return;
     };
     assert!(remount(&tmpfs.path, "ro"), "remount ro");
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&dir);
-    config.data_dir = tmpfs.path.clone();
-    config.flush_interval_ms = 50;
-    let app = spawn_with_config(config, dir).await;
+    let app = spawn_on(&tmpfs).await;
     let (status, body) = health(&app).await;
     assert_eq!((status, body["status"].as_str()), (503, Some("degraded")));
     assert_eq!(body["storage"], "error");
@@ -332,14 +288,7 @@ async fn a_data_directory_read_only_at_start_serves_degraded_then_opens_the_stor
     early.close().await;
 
     assert!(remount(&tmpfs.path, "rw"), "remount rw");
-    churn_until(
-        &app,
-        "writable",
-        Duration::from_secs(30),
-        "health back to healthy",
-        Healthy,
-    )
-    .await;
+    churn_until(&app, "writable", "health back to healthy", Healthy).await;
     stored_session_until(&app, &session, Duration::from_secs(20), |body| {
         body["room"] == "early" && !body["endedAt"].is_null()
     })
