@@ -8,9 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatsubo::analytics::event::{CloseReason, EventKind};
-use chatsubo::analytics::query::{self, SessionFilter};
-use chatsubo::analytics::{AnalyticsWriter, Recorder, SledOptions, SledStore, Store, keys};
+use chatsubo::analytics::layout as keys;
+use chatsubo::analytics::{
+    self, AnalyticsWriter, CloseReason, EventKind, Recorder, SessionFilter, SledOptions, SledStore,
+    Store,
+};
 use chatsubo::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -115,7 +117,7 @@ async fn write(store: Arc<dyn Store>, history: &mut Gen, to: u64) -> (f64, u64) 
         for (id, at, kind) in history.events(history.next) {
             // The server never waits; the benchmark does, to measure the
             // writer rather than the drop counter.
-            while metrics.analytics_queue_depth.get() > (QUEUE as i64) - 16 {
+            while metrics.store.analytics_queue_depth.get() > (QUEUE as i64) - 16 {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             recorder.record_at(id, at, kind);
@@ -127,6 +129,7 @@ async fn write(store: Arc<dyn Store>, history: &mut Gen, to: u64) -> (f64, u64) 
     writer.await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     let dropped = metrics
+        .store
         .analytics_events
         .with_label_values(&["dropped"])
         .get();
@@ -160,7 +163,12 @@ fn queries(store: &dyn Store, history: &Gen, label: &str) {
             p99.as_secs_f64() * 1e3
         );
     };
-    let page = |filter: SessionFilter| query::sessions(store, &filter).unwrap().sessions.len();
+    let page = |filter: SessionFilter| {
+        analytics::list_sessions(store, &filter)
+            .unwrap()
+            .sessions
+            .len()
+    };
     let base = SessionFilter {
         limit: 50,
         ..Default::default()
@@ -209,7 +217,7 @@ fn queries(store: &dyn Store, history: &Gen, label: &str) {
         time(runs, |_| page(f.clone())),
         rows,
     );
-    let rows = query::session(store, history.id(mid))
+    let rows = analytics::session_with_events(store, history.id(mid))
         .unwrap()
         .unwrap()
         .1
@@ -217,36 +225,38 @@ fn queries(store: &dyn Store, history: &Gen, label: &str) {
     show(
         "sessions/{id} with its events",
         time(runs, |i| {
-            query::session(store, history.id((i as u64 * 7919) % sessions))
+            analytics::session_with_events(store, history.id((i as u64 * 7919) % sessions))
         }),
         rows,
     );
-    let rows = query::churn(store, Some("room-7"), newest - 3_600_000, newest, 60)
+    let rows = analytics::churn_by_bucket(store, Some("room-7"), newest - 3_600_000, newest, 60)
         .unwrap()
         .len();
     show(
         "churn?room=, last hour, 60 s buckets",
         time(runs, |_| {
-            query::churn(store, Some("room-7"), newest - 3_600_000, newest, 60)
+            analytics::churn_by_bucket(store, Some("room-7"), newest - 3_600_000, newest, 60)
         }),
         rows,
     );
-    let rows = query::churn(store, None, newest - 3_600_000, newest, 60)
+    let rows = analytics::churn_by_bucket(store, None, newest - 3_600_000, newest, 60)
         .unwrap()
         .len();
     show(
         "churn (all rooms), last hour, 60 s buckets",
         time(runs, |_| {
-            query::churn(store, None, newest - 3_600_000, newest, 60)
+            analytics::churn_by_bucket(store, None, newest - 3_600_000, newest, 60)
         }),
         rows,
     );
-    let rows = query::stats(store, newest - 60_000, newest + 1)
+    let rows = analytics::session_stats(store, newest - 60_000, newest + 1)
         .unwrap()
         .sessions as usize;
     show(
         "stats, last minute (sessions in range)",
-        time(runs, |_| query::stats(store, newest - 60_000, newest + 1)),
+        time(runs, |_| {
+            analytics::session_stats(store, newest - 60_000, newest + 1)
+        }),
         rows,
     );
 }
@@ -269,7 +279,7 @@ async fn main() {
         )
         .unwrap(),
     );
-    let now = chatsubo::analytics::recorder::now_ms();
+    let now = chatsubo::clock::now_ms();
     let mut history = Gen {
         base_ms: now - sessions * SESSION_SPACING_MS,
         next: 0,

@@ -150,8 +150,15 @@ fn metric_names(expr: &Expr, out: &mut BTreeSet<String>) {
 /// Series names in the server's own exposition, with one child of each
 /// family that starts empty, so that every family shows.
 fn exported_series_names() -> BTreeSet<String> {
-    let metrics = chatsubo::telemetry::Metrics::new(10);
-    metrics.client_error("ICE_FAILED");
+    // Built as the server builds them: the hub and the routes make the
+    // series of their own label values exist.
+    let metrics = std::sync::Arc::new(chatsubo::telemetry::Metrics::new(10));
+    let hub = chatsubo::signaling::Hub::new(
+        std::sync::Arc::new(chatsubo::Config::defaults()),
+        metrics.clone(),
+    );
+    let _routes = chatsubo::http::routes(hub);
+    metrics.reports.client_error("ICE_FAILED");
     metrics
         .render()
         .lines()

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::resume_state::ResumeChange;
+use crate::protocol::ClientTelemetry;
 
 /// One event of a session, as the hot path hands it to the recorder.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +121,76 @@ impl EventKind {
     }
 }
 
+impl From<&ClientTelemetry> for EventKind {
+    /// The stored form of a client telemetry event: every field it validated.
+    fn from(event: &ClientTelemetry) -> Self {
+        let mut stored = StoredTelemetry::default();
+        match event {
+            ClientTelemetry::PeerConnection {
+                peer,
+                outcome,
+                ms,
+                reason,
+            } => {
+                stored.peer = Some(peer.clone());
+                stored.outcome = Some(outcome.as_str().to_string());
+                stored.ms = *ms;
+                stored.reason = reason.clone();
+            }
+            ClientTelemetry::Reconnect {
+                attempt,
+                outcome,
+                downtime_ms,
+            } => {
+                stored.attempt = Some(*attempt);
+                stored.outcome = Some(outcome.as_str().to_string());
+                stored.downtime_ms = *downtime_ms;
+            }
+            ClientTelemetry::SignalingRtt { ms } | ClientTelemetry::ConnectTime { ms } => {
+                stored.ms = Some(*ms);
+            }
+            ClientTelemetry::ClientError { code, message } => {
+                stored.code = Some(code.clone());
+                stored.message = message.clone();
+            }
+        }
+        let StoredTelemetry {
+            peer,
+            outcome,
+            ms,
+            reason,
+            attempt,
+            downtime_ms,
+            code,
+            message,
+        } = stored;
+        EventKind::Telemetry {
+            event: event.event_name().to_string(),
+            peer,
+            outcome,
+            ms,
+            reason,
+            attempt,
+            downtime_ms,
+            code,
+            message,
+        }
+    }
+}
+
+/// The optional fields of [`EventKind::Telemetry`], filled by event type.
+#[derive(Default)]
+struct StoredTelemetry {
+    peer: Option<String>,
+    outcome: Option<String>,
+    ms: Option<f64>,
+    reason: Option<String>,
+    attempt: Option<u32>,
+    downtime_ms: Option<f64>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
 /// How a session ended, as the API names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,7 +232,7 @@ pub struct StoredEvent {
 /// back), fields that are `null` and counters that are 0. Older values,
 /// which have them all, read the same.
 ///
-/// [`decode_session`]: super::writer::decode_session
+/// [`decode_session`]: super::codec::decode_session
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
@@ -201,6 +272,33 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl SessionRecord {
+    /// The record of session `id`, connected at `at` and still open.
+    pub fn opened(
+        id: u128,
+        at: u64,
+        peer: &str,
+        remote_addr: &str,
+        user_agent: &Option<String>,
+    ) -> Self {
+        SessionRecord {
+            session_id: ulid::Ulid(id).to_string(),
+            peer_id: peer.to_string(),
+            room: None,
+            display_name: None,
+            remote_addr: remote_addr.to_string(),
+            user_agent: user_agent.clone(),
+            connected_at: at,
+            ended_at: None,
+            duration_ms: None,
+            close_reason: None,
+            resumed_from: None,
+            messages_in: 0,
+            messages_out: 0,
+            errors: 0,
+            room_full_rejections: 0,
+        }
+    }
+
     /// Closes the session at `ended_at` (never before it began).
     pub fn close(&mut self, ended_at: u64, reason: CloseReason) {
         let ended_at = ended_at.max(self.connected_at);

@@ -68,21 +68,6 @@ pub fn decode_event_key(key: &[u8]) -> Option<(u128, u64, u64)> {
     ))
 }
 
-/// The peer id made for session `id`: `p_` and the session id. A new
-/// connection gets it (`signaling::ids::peer_id_of`); the store derives
-/// it where it stores nothing (schema v4).
-pub fn peer_of_session(id: u128) -> String {
-    format!("p_{}", ulid::Ulid(id))
-}
-
-/// The session a peer id was made for ([`peer_of_session`]'s inverse).
-/// `None` for anything else. From schema v4, `by_peer` holds no entry for
-/// that session (its own peer id), only for sessions that resumed the peer.
-pub fn session_of_peer(peer: &str) -> Option<u128> {
-    let ulid = peer.strip_prefix("p_")?;
-    Some(ulid::Ulid::from_string(ulid).ok()?.0)
-}
-
 /// Whether `name` can be part of a key (no separator byte).
 pub fn valid_name(name: &str) -> bool {
     !name.as_bytes().contains(&0)

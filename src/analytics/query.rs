@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use anyhow::Context;
 use serde::Serialize;
 
+use super::codec::{RoomStats, decode_events, decode_room, decode_session};
 use super::event::{EventKind, SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::store::{Store, Tree, scan_prefix};
-use super::writer::{RoomStats, decode_events, decode_session};
+use crate::protocol::{peer_of_session, session_of_peer};
 
 /// Filters of `GET /api/sessions`, already validated.
 #[derive(Clone, Debug, Default)]
@@ -36,109 +36,21 @@ pub struct SessionPage {
 }
 
 /// Sessions matching `filter`, newest first (by `connectedAt`, then id).
-pub fn sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<SessionPage> {
-    // The page is the id range [lo, hi], read backwards.
-    let lo = filter.since_ms.map_or(0, keys::first_id_at);
-    let mut hi = match filter.until_ms {
-        Some(0) => return Ok(empty_page()),
-        Some(until) => keys::last_id_at(until - 1),
-        None => u128::MAX,
-    };
-    if let Some(cursor) = filter.cursor {
-        if cursor == 0 {
-            return Ok(empty_page());
-        }
-        hi = hi.min(cursor - 1);
-    }
-    if lo > hi {
+pub fn list_sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<SessionPage> {
+    let Some((lo, hi)) = id_range(filter) else {
         return Ok(empty_page());
-    }
+    };
     let want = filter.limit + 1;
-    let mut rows: Vec<(u128, SessionRecord)> = Vec::with_capacity(want.min(1024));
-    let mut failure = None;
-    match (&filter.peer, &filter.room) {
-        (None, None) => {
-            store.scan(
-                Tree::Sessions,
-                Bound::Included(&keys::session_key(lo)),
-                Bound::Included(&keys::session_key(hi)),
-                true,
-                &mut |k, v| {
-                    match (keys::decode_session_key(k), decode_session(k, v)) {
-                        (Some(id), Ok(s)) => rows.push((id, s)),
-                        (_, Err(e)) => {
-                            failure = Some(e);
-                            return false;
-                        }
-                        (None, _) => {}
-                    }
-                    rows.len() < want
-                },
-            )?;
-        }
-        (peer, room) => {
+    let mut rows = match (&filter.peer, &filter.room) {
+        (None, None) => scan_sessions(store, lo, hi, want)?,
+        (Some(peer), room) => {
             // The peer index is the narrower one: a peer has few sessions.
-            let (tree, name) = match peer {
-                Some(p) => (Tree::ByPeer, p.as_str()),
-                None => (Tree::ByRoom, room.as_deref().expect("room is set")),
-            };
-            let from = keys::index_key(name, lo);
-            let to = keys::index_key(name, hi);
-            store.scan(
-                tree,
-                Bound::Included(&from),
-                Bound::Included(&to),
-                true,
-                &mut |k, _| {
-                    let Some((_, id)) = keys::decode_index_key(k) else {
-                        return true;
-                    };
-                    let key = keys::session_key(id);
-                    match store.get(Tree::Sessions, &key) {
-                        Ok(Some(v)) => match decode_session(&key, &v) {
-                            Ok(s) => {
-                                if room.is_none() || s.room == *room {
-                                    rows.push((id, s));
-                                }
-                            }
-                            Err(e) => {
-                                failure = Some(e);
-                                return false;
-                            }
-                        },
-                        Ok(None) => {}
-                        Err(e) => {
-                            failure = Some(e.into());
-                            return false;
-                        }
-                    }
-                    rows.len() < want
-                },
-            )?;
-            // A peer's first session has no index entry (schema v4): it is
-            // the session its id was made for. Stores written before v4
-            // also have the entry, so it may be found twice.
-            if let Some(first) = peer.as_deref().and_then(keys::session_of_peer)
-                && (lo..=hi).contains(&first)
-                && failure.is_none()
-                && !rows.iter().any(|(id, _)| *id == first)
-            {
-                let key = keys::session_key(first);
-                if let Some(v) = store.get(Tree::Sessions, &key)? {
-                    let s = decode_session(&key, &v)?;
-                    if Some(&s.peer_id) == peer.as_ref() && (room.is_none() || s.room == *room) {
-                        // Newest first, as the scan gave the others.
-                        let at = rows.partition_point(|(id, _)| *id > first);
-                        rows.insert(at, (first, s));
-                        rows.truncate(want);
-                    }
-                }
-            }
+            let mut rows = scan_index(store, Tree::ByPeer, peer, room.as_deref(), (lo, hi), want)?;
+            add_first_session(store, peer, room.as_deref(), (lo, hi), &mut rows, want)?;
+            rows
         }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        (None, Some(room)) => scan_index(store, Tree::ByRoom, room, Some(room), (lo, hi), want)?,
+    };
     let next_cursor = if rows.len() > filter.limit {
         rows.truncate(filter.limit);
         rows.last().map(|(id, _)| *id)
@@ -151,6 +63,122 @@ pub fn sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Result<Ses
     })
 }
 
+/// The session ids a filter's page may hold, `[lo, hi]`; `None` if none.
+fn id_range(filter: &SessionFilter) -> Option<(u128, u128)> {
+    let lo = filter.since_ms.map_or(0, keys::first_id_at);
+    let mut hi = match filter.until_ms {
+        Some(0) => return None,
+        Some(until) => keys::last_id_at(until - 1),
+        None => u128::MAX,
+    };
+    if let Some(cursor) = filter.cursor {
+        hi = hi.min(cursor.checked_sub(1)?);
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Up to `want` sessions with ids in `[lo, hi]`, newest first.
+fn scan_sessions(
+    store: &dyn Store,
+    lo: u128,
+    hi: u128,
+    want: usize,
+) -> anyhow::Result<Vec<(u128, SessionRecord)>> {
+    let mut rows = Vec::with_capacity(want.min(1024));
+    let mut failure = None;
+    store.scan(
+        Tree::Sessions,
+        Bound::Included(&keys::session_key(lo)),
+        Bound::Included(&keys::session_key(hi)),
+        true,
+        &mut |k, v| {
+            match (keys::decode_session_key(k), decode_session(k, v)) {
+                (Some(id), Ok(s)) => rows.push((id, s)),
+                (_, Err(e)) => {
+                    failure = Some(e);
+                    return false;
+                }
+                (None, _) => {}
+            }
+            rows.len() < want
+        },
+    )?;
+    failure.map_or(Ok(rows), Err)
+}
+
+/// Up to `want` sessions that the index `tree` lists under `name`, with
+/// ids in `range`, newest first; only those in `room` when it is given.
+fn scan_index(
+    store: &dyn Store,
+    tree: Tree,
+    name: &str,
+    room: Option<&str>,
+    (lo, hi): (u128, u128),
+    want: usize,
+) -> anyhow::Result<Vec<(u128, SessionRecord)>> {
+    let mut rows = Vec::with_capacity(want.min(1024));
+    let mut failure = None;
+    store.scan(
+        tree,
+        Bound::Included(&keys::index_key(name, lo)),
+        Bound::Included(&keys::index_key(name, hi)),
+        true,
+        &mut |k, _| {
+            let Some((_, id)) = keys::decode_index_key(k) else {
+                return true;
+            };
+            match read_session(store, id) {
+                Ok(Some(s)) if room.is_none() || s.room.as_deref() == room => rows.push((id, s)),
+                Ok(_) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            rows.len() < want
+        },
+    )?;
+    failure.map_or(Ok(rows), Err)
+}
+
+/// A peer's first session has no index entry (schema v4): it is the
+/// session its id was made for. Adds it to `rows` (newest first, at most
+/// `want`) when it matches; stores written before v4 also have the entry,
+/// so it may be found twice.
+fn add_first_session(
+    store: &dyn Store,
+    peer: &str,
+    room: Option<&str>,
+    (lo, hi): (u128, u128),
+    rows: &mut Vec<(u128, SessionRecord)>,
+    want: usize,
+) -> anyhow::Result<()> {
+    let Some(first) = session_of_peer(peer) else {
+        return Ok(());
+    };
+    if !(lo..=hi).contains(&first) || rows.iter().any(|(id, _)| *id == first) {
+        return Ok(());
+    }
+    if let Some(s) = read_session(store, first)?
+        && s.peer_id == peer
+        && (room.is_none() || s.room.as_deref() == room)
+    {
+        let at = rows.partition_point(|(id, _)| *id > first);
+        rows.insert(at, (first, s));
+        rows.truncate(want);
+    }
+    Ok(())
+}
+
+/// The record of session `id`, if the store has it.
+fn read_session(store: &dyn Store, id: u128) -> anyhow::Result<Option<SessionRecord>> {
+    let key = keys::session_key(id);
+    match store.get(Tree::Sessions, &key)? {
+        Some(v) => Ok(Some(decode_session(&key, &v)?)),
+        None => Ok(None),
+    }
+}
+
 fn empty_page() -> SessionPage {
     SessionPage {
         sessions: Vec::new(),
@@ -159,7 +187,7 @@ fn empty_page() -> SessionPage {
 }
 
 /// One session and its events in time order.
-pub fn session(
+pub fn session_with_events(
     store: &dyn Store,
     id: u128,
 ) -> anyhow::Result<Option<(SessionRecord, Vec<StoredEvent>)>> {
@@ -194,7 +222,7 @@ pub fn session(
             .iter()
             .any(|e| matches!(e.kind, EventKind::Resume { .. }));
         let peer = if resumed {
-            keys::peer_of_session(id)
+            peer_of_session(id)
         } else {
             record.peer_id.clone()
         };
@@ -218,7 +246,7 @@ pub fn session(
 }
 
 /// Totals of every room seen, by name.
-pub fn rooms(store: &dyn Store) -> anyhow::Result<BTreeMap<String, RoomStats>> {
+pub fn all_room_totals(store: &dyn Store) -> anyhow::Result<BTreeMap<String, RoomStats>> {
     let mut rooms = BTreeMap::new();
     let mut failure = None;
     store.scan(
@@ -227,12 +255,12 @@ pub fn rooms(store: &dyn Store) -> anyhow::Result<BTreeMap<String, RoomStats>> {
         Bound::Unbounded,
         false,
         &mut |k, v| {
-            match serde_json::from_slice::<RoomStats>(v) {
+            match decode_room(v) {
                 Ok(s) => {
                     rooms.insert(String::from_utf8_lossy(k).into_owned(), s);
                 }
                 Err(e) => {
-                    failure = Some(anyhow::Error::new(e).context("corrupt room totals"));
+                    failure = Some(e);
                     return false;
                 }
             }
@@ -246,11 +274,9 @@ pub fn rooms(store: &dyn Store) -> anyhow::Result<BTreeMap<String, RoomStats>> {
 }
 
 /// Totals of one room.
-pub fn room(store: &dyn Store, name: &str) -> anyhow::Result<Option<RoomStats>> {
+pub fn room_totals(store: &dyn Store, name: &str) -> anyhow::Result<Option<RoomStats>> {
     match store.get(Tree::Rooms, name.as_bytes())? {
-        Some(v) => Ok(Some(
-            serde_json::from_slice(&v).context("corrupt room totals")?,
-        )),
+        Some(v) => Ok(Some(decode_room(&v)?)),
         None => Ok(None),
     }
 }
@@ -258,7 +284,7 @@ pub fn room(store: &dyn Store, name: &str) -> anyhow::Result<Option<RoomStats>> 
 /// Churn per `bucket_secs` (a multiple of 60) from `since_ms` to `until_ms`,
 /// for one room or all; only buckets with activity, oldest first. Bucket
 /// starts are multiples of the width since the Unix epoch.
-pub fn churn(
+pub fn churn_by_bucket(
     store: &dyn Store,
     room: Option<&str>,
     since_ms: u64,
@@ -303,7 +329,7 @@ pub struct Stats {
 /// Durations are over the ended ones; percentiles are nearest-rank.
 /// `peakConnections` is the highest count of open connections seen in the
 /// minutes of the range (sampled at every connect and every 2 s).
-pub fn stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow::Result<Stats> {
+pub fn session_stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow::Result<Stats> {
     let mut stats = Stats::default();
     if until_ms <= since_ms {
         return Ok(stats);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use super::event::{Event, EventKind};
+use crate::clock::now_ms;
 use crate::telemetry::Metrics;
 
 /// Records events for the writer task.
@@ -62,23 +63,16 @@ impl Recorder {
         };
         // Counted before the send so that the writer's decrement never
         // runs ahead of it.
-        self.metrics.analytics_queue_depth.inc();
+        self.metrics.store.analytics_queue_depth.inc();
         if tx.try_send(event).is_err() {
-            self.metrics.analytics_queue_depth.dec();
+            self.metrics.store.analytics_queue_depth.dec();
             self.metrics
+                .store
                 .analytics_events
                 .with_label_values(&["dropped"])
                 .inc();
         }
     }
-}
-
-/// The wall clock in unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -93,11 +87,12 @@ mod tests {
             recorder.record(1, EventKind::Sample { connections: 1 });
         }
         let dropped = metrics
+            .store
             .analytics_events
             .with_label_values(&["dropped"])
             .get();
         assert_eq!(dropped, 3);
-        assert_eq!(metrics.analytics_queue_depth.get(), 2);
+        assert_eq!(metrics.store.analytics_queue_depth.get(), 2);
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_err());

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::codec::{decode_session, encode_session};
 use super::event::{CloseReason, EventKind};
 use super::keys;
-use super::recorder::{Recorder, now_ms};
-use super::store::{Batch, Store, Tree};
-use super::writer::{StatusSink, decode_session};
+use super::recorder::Recorder;
+use super::store::{Batch, StatusSink, Store, Tree};
+use crate::clock::now_ms;
 use crate::telemetry::Metrics;
 
 /// How often the alive marker is written and flushed. A crash is dated at
@@ -79,7 +80,7 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
                     // No marker at all: the connection's own start is the
                     // only moment known for sure.
                     session.close(ended_at.unwrap_or(session.connected_at), reason);
-                    batch.put(Tree::Sessions, key.clone(), serde_json::to_vec(&session)?);
+                    batch.put(Tree::Sessions, key.clone(), encode_session(&session)?);
                     closed += 1;
                 }
             }
@@ -133,7 +134,7 @@ pub async fn alive_loop(
         recorder.record(
             0,
             EventKind::Sample {
-                connections: metrics.active_connections.get().max(0) as u64,
+                connections: metrics.connections.active_connections.get().max(0) as u64,
             },
         );
         let store = store.clone();
@@ -144,7 +145,7 @@ pub async fn alive_loop(
         match result {
             Ok(()) => status(true),
             Err(err) => {
-                metrics.storage_errors.inc();
+                metrics.store.storage_errors.inc();
                 status(false);
                 tracing::error!(event = "storage_error", cause = ?err, "alive marker write failed");
             }

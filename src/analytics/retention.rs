@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::codec::{decode_room, decode_session};
 use super::keys;
-use super::recorder::now_ms;
 use super::store::{Batch, Store, Tree, scan_prefix};
-use super::writer::{RoomStats, decode_session};
+use crate::clock::now_ms;
 use crate::telemetry::Metrics;
 
 /// Most sessions (or buckets, or rooms) deleted in one chunk.
@@ -42,7 +42,47 @@ impl Swept {
 pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
     let mut batch = Batch::default();
-    // Sessions: the oldest first; the key order is connectedAt order.
+    sweep_sessions(store, cutoff_ms, &mut batch, &mut swept)?;
+    let cutoff_bucket = keys::bucket_start(cutoff_ms);
+    // Connection peaks.
+    store.scan(
+        Tree::Peaks,
+        Bound::Unbounded,
+        Bound::Excluded(&keys::peak_key(cutoff_bucket)),
+        false,
+        &mut |k, _| {
+            batch.delete(Tree::Peaks, k.to_vec());
+            swept.buckets += 1;
+            swept.buckets < CHUNK
+        },
+    )?;
+    sweep_rooms(store, cutoff_ms, &mut batch, &mut swept)?;
+    // Old buckets of the totals over all rooms.
+    let total_end = keys::churn_key(None, cutoff_bucket);
+    let total_start = keys::index_prefix("");
+    store.scan(
+        Tree::Churn,
+        Bound::Included(&total_start),
+        Bound::Excluded(&total_end),
+        false,
+        &mut |k, _| {
+            batch.delete(Tree::Churn, k.to_vec());
+            swept.buckets += 1;
+            swept.buckets < 2 * CHUNK
+        },
+    )?;
+    store.apply(&batch).context("deleting expired analytics")?;
+    Ok(swept)
+}
+
+/// Sessions that began before the cutoff, the oldest first (the key order
+/// is connectedAt order), with their index entries and events.
+fn sweep_sessions(
+    store: &dyn Store,
+    cutoff_ms: u64,
+    batch: &mut Batch,
+    swept: &mut Swept,
+) -> anyhow::Result<()> {
     let end = keys::session_key(keys::first_id_at(cutoff_ms));
     let mut old = Vec::new();
     store.scan(
@@ -77,20 +117,18 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
         batch.delete(Tree::Sessions, key);
         swept.sessions += 1;
     }
-    // Connection peaks.
+    Ok(())
+}
+
+/// Rooms not seen since the cutoff go with all their churn buckets; rooms
+/// still in use keep only their recent buckets.
+fn sweep_rooms(
+    store: &dyn Store,
+    cutoff_ms: u64,
+    batch: &mut Batch,
+    swept: &mut Swept,
+) -> anyhow::Result<()> {
     let cutoff_bucket = keys::bucket_start(cutoff_ms);
-    store.scan(
-        Tree::Peaks,
-        Bound::Unbounded,
-        Bound::Excluded(&keys::peak_key(cutoff_bucket)),
-        false,
-        &mut |k, _| {
-            batch.delete(Tree::Peaks, k.to_vec());
-            swept.buckets += 1;
-            swept.buckets < CHUNK
-        },
-    )?;
-    // Rooms not seen since the cutoff go with all their churn buckets.
     let mut rooms = Vec::new();
     let mut live = Vec::new();
     store.scan(
@@ -99,14 +137,13 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
         Bound::Unbounded,
         false,
         &mut |k, v| {
-            match serde_json::from_slice::<RoomStats>(v) {
+            match decode_room(v) {
                 Ok(stats) if stats.last_seen >= cutoff_ms => live.push(k.to_vec()),
                 _ => rooms.push(k.to_vec()),
             }
             rooms.len() < CHUNK
         },
     )?;
-    // Rooms still in use keep only their recent buckets.
     for room in live {
         let name = String::from_utf8_lossy(&room).into_owned();
         let start = keys::index_prefix(&name);
@@ -138,22 +175,7 @@ pub fn sweep_chunk(store: &dyn Store, cutoff_ms: u64) -> anyhow::Result<Swept> {
         batch.delete(Tree::Rooms, room);
         swept.rooms += 1;
     }
-    // Old buckets of the totals over all rooms.
-    let total_end = keys::churn_key(None, cutoff_bucket);
-    let total_start = keys::index_prefix("");
-    store.scan(
-        Tree::Churn,
-        Bound::Included(&total_start),
-        Bound::Excluded(&total_end),
-        false,
-        &mut |k, _| {
-            batch.delete(Tree::Churn, k.to_vec());
-            swept.buckets += 1;
-            swept.buckets < 2 * CHUNK
-        },
-    )?;
-    store.apply(&batch).context("deleting expired analytics")?;
-    Ok(swept)
+    Ok(())
 }
 
 /// Deletes everything older than `cutoff_ms`, chunk by chunk.
@@ -197,7 +219,7 @@ pub async fn retention_loop(store: Arc<dyn Store>, retention_days: u32, metrics:
             }
             Ok(_) => tokio::time::sleep(SWEEP_INTERVAL).await,
             Err(err) => {
-                metrics.storage_errors.inc();
+                metrics.store.storage_errors.inc();
                 tracing::error!(event = "storage_error", cause = ?err, "retention sweep failed");
                 tokio::time::sleep(SWEEP_INTERVAL).await;
             }

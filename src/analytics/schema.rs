@@ -6,9 +6,9 @@ use std::ops::Bound;
 
 use anyhow::Context;
 
+use super::codec::{decode_session, encode_session};
 use super::event::SessionRecord;
 use super::store::{Batch, Store, StoreError, Tree};
-use super::writer::decode_session;
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u32 = 4;
@@ -149,7 +149,7 @@ fn migrate_v0_to_v1(store: &dyn Store) -> anyhow::Result<()> {
         for (key, mut session) in chunk {
             if let (Some(ended), None) = (session.ended_at, session.duration_ms) {
                 session.duration_ms = Some(ended.saturating_sub(session.connected_at));
-                batch.put(Tree::Sessions, key, serde_json::to_vec(&session)?);
+                batch.put(Tree::Sessions, key, encode_session(&session)?);
             }
         }
         store.apply(&batch).context("rewriting sessions")?;

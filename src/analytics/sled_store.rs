@@ -49,10 +49,9 @@ impl Engine {
     fn open(dir: &Path, options: &SledOptions) -> Result<Engine, sled::Error> {
         // sled's own flush thread is off: after each flush it also spends up
         // to half of the interval relocating pages out of old log segments,
-        // and the memory it frees waits in that thread's epoch garbage. After
-        // 10,000 joins, RSS rose by about 1 KB a connection over the next
-        // 40 s of idling, and by none with it off (docs/performance.md).
-        // Writes still clean a segment page each as they go.
+        // and the memory it frees waits in that thread's epoch garbage, so
+        // an idle server's RSS kept rising after a wave of joins. Writes
+        // still clean a segment page each as they go.
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
@@ -219,9 +218,8 @@ impl Store for SledStore {
     /// Plain inserts and removes, then one empty `apply_batch`. sled seals
     /// its current log buffer twice for every `apply_batch` and hands each
     /// to its I/O thread pool, which wakes all of its idle threads for
-    /// every one: with an `apply_batch` per tree group, seven or so every
-    /// 100 ms, that was thousands of context switches a second on the core
-    /// that relays. The one empty `apply_batch` at the end seals the buffer
+    /// every one: with an `apply_batch` per tree group, that was thousands
+    /// of context switches a second on the core that relays. The one empty `apply_batch` at the end seals the buffer
     /// holding the batch, so its writes reach the OS (not the disk: that is
     /// the flush) as soon as before, and a `kill -9` loses no more than it
     /// did. sled recovers its log in order up to the first write missing,

@@ -3,6 +3,7 @@
 //! implementation in `sled_store.rs` could be swapped for another engine.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// The trees of the analytics store (see `migrations-notes/` for layouts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -224,6 +225,9 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// Reports whether the last store operation succeeded (to `/health`).
+pub type StatusSink = Arc<dyn Fn(bool) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

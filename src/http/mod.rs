@@ -5,6 +5,7 @@ mod api;
 mod errors;
 mod health;
 mod metrics;
+mod slow;
 mod static_files;
 mod ws;
 
@@ -15,6 +16,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 pub use errors::{ApiError, json_error};
+pub use slow::SlowStage;
 
 use crate::signaling::Hub;
 
@@ -24,6 +26,7 @@ pub struct ClientAddr(pub SocketAddr);
 
 /// Every route of the server.
 pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
+    SlowStage::touch_series(&hub.metrics);
     ws::route(hub.clone())
         .or(health::route(hub.clone()))
         .unify()

@@ -2,6 +2,7 @@
 //! so that the socket's buffers are sized deliberately and the connection
 //! caps answer before any upgrade.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -15,9 +16,8 @@ use warp::Reply;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::{ClientAddr, json_error};
-use crate::signaling::{self, ConnectionInfo, Hub, Refused};
-use crate::telemetry::metrics::SlowStage;
+use super::{ClientAddr, SlowStage, json_error};
+use crate::signaling::{self, ConnectionInfo, ConnectionPermit, Hub, Refused};
 
 #[derive(Deserialize, Default)]
 struct WsQuery {
@@ -65,43 +65,9 @@ fn upgrade(
     on_upgrade: Option<OnUpgrade>,
     addr: Option<ClientAddr>,
 ) -> Response {
-    let header_has = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case(token))
-    };
-    if !header_has(header::UPGRADE, "websocket") || !header_has(header::CONNECTION, "upgrade") {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            "this endpoint speaks WebSocket only (Upgrade: websocket)",
-        );
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        let mut res = json_error(
-            StatusCode::UPGRADE_REQUIRED,
-            "BAD_REQUEST",
-            "only WebSocket version 13 is supported",
-        );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return res;
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            "missing Sec-WebSocket-Key",
-        );
+    let key = match handshake_key(headers) {
+        Ok(key) => key,
+        Err(refused) => return *refused,
     };
     let (Some(on_upgrade), Some(ClientAddr(remote))) = (on_upgrade, addr) else {
         return json_error(
@@ -117,33 +83,9 @@ fn upgrade(
             "the server is shutting down",
         );
     }
-    let permit = match hub.limits.try_acquire(remote.ip()) {
+    let permit = match admit(hub, remote.ip()) {
         Ok(permit) => permit,
-        Err(refused) => {
-            hub.metrics
-                .connections_refused
-                .with_label_values(&[refused.as_str()])
-                .inc();
-            tracing::warn!(
-                event = "connection_refused",
-                cap = refused.as_str(),
-                "connection cap reached"
-            );
-            let (status, message) = match refused {
-                Refused::Total => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is at its connection limit; retry later",
-                ),
-                Refused::PerAddress => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many connections from your address",
-                ),
-            };
-            let mut res = json_error(status, "TOO_MANY_CONNECTIONS", message);
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return res;
-        }
+        Err(refused) => return *refused,
     };
     let info = ConnectionInfo {
         remote,
@@ -154,7 +96,88 @@ fn upgrade(
         room: query.room,
         permit,
     };
-    let accept = derive_accept_key(key.as_bytes());
+    spawn_connection(hub, on_upgrade, info);
+    switching_protocols(key.as_bytes())
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request, or the
+/// answer to one that is not.
+fn handshake_key(headers: &HeaderMap) -> Result<&HeaderValue, Box<Response>> {
+    let header_has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !header_has(header::UPGRADE, "websocket") || !header_has(header::CONNECTION, "upgrade") {
+        return Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "this endpoint speaks WebSocket only (Upgrade: websocket)",
+        )));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut res = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "BAD_REQUEST",
+            "only WebSocket version 13 is supported",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(Box::new(res));
+    }
+    headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| {
+        Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "missing Sec-WebSocket-Key",
+        ))
+    })
+}
+
+/// A place under the connection caps for a client at `address`, or the
+/// answer that it has none (counted and logged).
+fn admit(hub: &Hub, address: IpAddr) -> Result<ConnectionPermit, Box<Response>> {
+    let refused = match hub.limits.try_acquire(address) {
+        Ok(permit) => return Ok(permit),
+        Err(refused) => refused,
+    };
+    hub.metrics
+        .edge
+        .connections_refused
+        .with_label_values(&[refused.as_str()])
+        .inc();
+    tracing::warn!(
+        event = "connection_refused",
+        cap = refused.as_str(),
+        "connection cap reached"
+    );
+    let (status, message) = match refused {
+        Refused::Total => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at its connection limit; retry later",
+        ),
+        Refused::PerAddress => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address",
+        ),
+    };
+    let mut res = json_error(status, "TOO_MANY_CONNECTIONS", message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    Err(Box::new(res))
+}
+
+/// Completes the upgrade in a task of its own, then runs the connection.
+fn spawn_connection(hub: &Arc<Hub>, on_upgrade: OnUpgrade, info: ConnectionInfo) {
     let config = socket_config(hub.config.max_message_bytes());
     let task_hub = hub.clone();
     let handshake_timeout = hub.config.ws_handshake_timeout();
@@ -162,7 +185,7 @@ fn upgrade(
         // The connection holds its place under the caps from here on: a
         // client that never completes the upgrade must not keep it.
         let Ok(upgraded) = tokio::time::timeout(handshake_timeout, on_upgrade).await else {
-            task_hub.metrics.slow_client(SlowStage::Handshake);
+            SlowStage::Handshake.count(&task_hub.metrics);
             tracing::info!(
                 event = "slow_client",
                 stage = "handshake",
@@ -191,7 +214,11 @@ fn upgrade(
             }
         }
     });
+}
 
+/// The `101 Switching Protocols` answer to the key the client sent.
+fn switching_protocols(key: &[u8]) -> Response {
+    let accept = derive_accept_key(key);
     let mut res = warp::reply().into_response();
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();

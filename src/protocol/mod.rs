@@ -1,18 +1,22 @@
 //! The wire contract (`docs/protocol.md`): messages in both directions, their
-//! validation and the error codes. Nothing here knows about rooms or sockets.
+//! validation, the identifiers and the error codes. Nothing here knows about
+//! rooms or sockets.
 
+mod client_report;
 mod error;
+mod fields;
+mod ids;
 mod inbound;
 mod names;
 mod outbound;
 #[cfg(test)]
 mod proptests;
-mod telemetry;
 mod traceparent;
 
+pub use client_report::{ClientTelemetry, PeerOutcome, ReconnectOutcome};
 pub use error::{ErrorCode, ErrorKind, ProtocolError};
+pub use ids::{peer_of_session, session_of_peer};
 pub use inbound::{ClientMessage, Inbound, MessageType, RelayKind, parse};
 pub use names::{MAX_DISPLAY_NAME_CHARS, RoomName, validate_display_name};
-pub use outbound::{LeaveReason, PeerInfo, ServerMessage, relay_frame};
-pub use telemetry::{ClientTelemetry, PeerOutcome, ReconnectOutcome};
-pub use traceparent::TraceParent;
+pub use outbound::{LeaveReason, OutKind, PeerInfo, ServerMessage, relay_frame};
+pub use traceparent::{TraceParent, random_span_id, random_trace_id};

@@ -39,6 +39,49 @@ impl LeaveReason {
     }
 }
 
+/// The `type` of a server-to-client frame, also the `type` label of
+/// outbound message metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutKind {
+    Welcome,
+    Joined,
+    PeerJoined,
+    PeerLeft,
+    Offer,
+    Answer,
+    IceCandidate,
+    Pong,
+    Error,
+}
+
+impl OutKind {
+    pub const ALL: [OutKind; 9] = [
+        OutKind::Welcome,
+        OutKind::Joined,
+        OutKind::PeerJoined,
+        OutKind::PeerLeft,
+        OutKind::Offer,
+        OutKind::Answer,
+        OutKind::IceCandidate,
+        OutKind::Pong,
+        OutKind::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutKind::Welcome => "welcome",
+            OutKind::Joined => "joined",
+            OutKind::PeerJoined => "peer-joined",
+            OutKind::PeerLeft => "peer-left",
+            OutKind::Offer => "offer",
+            OutKind::Answer => "answer",
+            OutKind::IceCandidate => "ice-candidate",
+            OutKind::Pong => "pong",
+            OutKind::Error => "error",
+        }
+    }
+}
+
 /// A member of a room as `joined.peers` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

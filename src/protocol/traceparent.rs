@@ -1,7 +1,9 @@
 //! W3C `traceparent` values: parsing what clients send, formatting what the
-//! server hands to the receivers of a relay.
+//! server hands to the receivers of a relay, and fresh random ids.
 
 use std::fmt;
+
+use rand::RngCore;
 
 /// A parsed W3C trace context (`00-<trace id>-<parent id>-<flags>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,27 @@ impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.encode();
         f.write_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
+    }
+}
+
+/// A random, non-zero W3C span id.
+pub fn random_span_id() -> [u8; 8] {
+    loop {
+        let id = rand::rng().next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A random, non-zero W3C trace id.
+pub fn random_trace_id() -> [u8; 16] {
+    loop {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        if id != [0; 16] {
+            return id;
+        }
     }
 }
 

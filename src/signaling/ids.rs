@@ -1,9 +1,9 @@
-//! Identifiers the server hands out: peer ids, session ids and trace ids.
+//! Identifiers the server hands out: session ids and the peer ids made
+//! from them.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rand::RngCore;
 use ulid::Generator;
 
 /// A peer id: server-assigned, opaque, never reused. It is `p_` and the
@@ -41,31 +41,10 @@ impl IdGenerator {
 
 /// The peer id a new connection gets: `p_` and its session id, so that
 /// the store can find a peer's first session without an index entry
-/// (`analytics::keys::session_of_peer`). Unique and never reused, as
+/// ([`crate::protocol::session_of_peer`]). Unique and never reused, as
 /// session ids are.
 pub fn peer_id_of(session: ulid::Ulid) -> PeerId {
-    Arc::from(crate::analytics::keys::peer_of_session(session.0))
-}
-
-/// A random, non-zero W3C span id.
-pub fn random_span_id() -> [u8; 8] {
-    loop {
-        let id = rand::rng().next_u64().to_be_bytes();
-        if id != [0; 8] {
-            return id;
-        }
-    }
-}
-
-/// A random, non-zero W3C trace id.
-pub fn random_trace_id() -> [u8; 16] {
-    loop {
-        let mut id = [0u8; 16];
-        rand::rng().fill_bytes(&mut id);
-        if id != [0; 16] {
-            return id;
-        }
-    }
+    Arc::from(crate::protocol::peer_of_session(session.0))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub enum Refused {
 }
 
 impl Refused {
+    pub const ALL: [Refused; 2] = [Refused::Total, Refused::PerAddress];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refused::Total => "total",
@@ -149,7 +151,7 @@ pub enum Over {
 
 /// The clock of every connection's bucket. Making a `QuantaClock` runs
 /// `cpuid`, which traps to the hypervisor on a VM: once per process, not
-/// once per connection (it was 4.6% of the server's CPU under churn).
+/// once per connection.
 static CLOCK: LazyLock<QuantaClock> = LazyLock::new(QuantaClock::default);
 
 /// A per-connection token bucket plus a count of recent violations.

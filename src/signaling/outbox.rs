@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::telemetry::metrics::{KickReason, OutKind};
+use super::labels::KickReason;
+use crate::protocol::OutKind;
 
 /// One serialised server message. Cloning shares the text.
 #[derive(Clone, Debug)]

@@ -74,7 +74,7 @@ impl RoomRegistry {
         let budget = RoomBudget::new(self.per_second, self.burst, self.seats);
         let room = Arc::new(Room::new(name.clone(), budget));
         rooms.insert(name.clone(), room.clone());
-        metrics.active_rooms.set(rooms.len() as i64);
+        metrics.rooms.active_rooms.set(rooms.len() as i64);
         room
     }
 
@@ -86,7 +86,7 @@ impl RoomRegistry {
         let mut rooms = self.rooms.lock();
         if rooms.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(room.name());
-            metrics.active_rooms.set(rooms.len() as i64);
+            metrics.rooms.active_rooms.set(rooms.len() as i64);
         }
     }
 

@@ -8,10 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::connection::{AwayPeer, spawn_grace_expiry};
+use super::grace::{AwayPeer, spawn_grace_expiry};
 use super::{Hub, PeerId};
-use crate::analytics::EventKind;
-use crate::analytics::resume_state::{ResumeChange, StoredPeer};
+use crate::analytics::{EventKind, ResumeChange, StoredPeer};
 use crate::protocol::{LeaveReason, RoomName};
 
 /// What a restore put back.
@@ -113,7 +112,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
-    use crate::analytics::resume_state::{ResumeRecord, StoredToken};
+    use crate::analytics::{ResumeRecord, StoredToken};
     use crate::signaling::Redeemed;
     use crate::telemetry::Metrics;
 
@@ -142,7 +141,7 @@ mod tests {
             id: URL_SAFE_NO_PAD.encode(id),
             sha256: URL_SAFE_NO_PAD.encode(Sha256::digest(secret)),
         };
-        let now = crate::analytics::recorder::now_ms();
+        let now = crate::clock::now_ms();
         let restored = hub.restore(
             vec![
                 stored("r", "p_a", Some(token), 1_000),

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::PeerId;
+use super::labels::{DropReason, KickReason};
 use super::limits::RoomBudget;
 use super::outbox::{ConnHandle, Frame, Queued, StopReason};
-use crate::protocol::{LeaveReason, PeerInfo, RoomName, ServerMessage};
+use crate::protocol::{LeaveReason, OutKind, PeerInfo, RoomName, ServerMessage};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{DropReason, KickReason, OutKind};
 
 /// Most relayed messages held for a peer inside its resume grace.
 pub const MAX_HELD_MESSAGES: usize = 64;
@@ -202,7 +202,7 @@ impl Room {
             presence: Presence::Live(conn.clone()),
         });
         let size = st.members.len();
-        metrics.room_peers.observe(size as f64);
+        metrics.rooms.room_peers.observe(size as f64);
         st.broadcast(&announce, Some(peer_id), metrics);
         Ok(st.members.len())
     }
@@ -236,10 +236,10 @@ impl Room {
         match old {
             Presence::Live(previous) => previous.stop(StopReason::Superseded),
             Presence::Away { held, .. } => {
-                metrics.held_messages.sub(held.len() as i64);
+                metrics.connections.held_messages.sub(held.len() as i64);
                 for frame in held {
                     if conn.send(frame) != Queued::Yes {
-                        metrics.dropped(DropReason::SlowConsumer, 1);
+                        DropReason::SlowConsumer.count(metrics, 1);
                     }
                 }
             }
@@ -279,14 +279,14 @@ impl Room {
                     let slow = target.peer_id.clone();
                     st.kick(&slow, metrics);
                 }
-                Queued::Gone => metrics.dropped(DropReason::ReceiverGone, 1),
+                Queued::Gone => DropReason::ReceiverGone.count(metrics, 1),
             },
             Presence::Away { held, .. } => {
                 if held.len() >= MAX_HELD_MESSAGES {
                     held.pop_front();
-                    metrics.dropped(DropReason::HeldOverflow, 1);
+                    DropReason::HeldOverflow.count(metrics, 1);
                 } else {
-                    metrics.held_messages.inc();
+                    metrics.connections.held_messages.inc();
                 }
                 held.push_back(frame);
             }
@@ -360,11 +360,11 @@ impl State {
         if let Presence::Away { held, .. } = &member.presence
             && !held.is_empty()
         {
-            metrics.held_messages.sub(held.len() as i64);
-            metrics.dropped(DropReason::GraceExpired, held.len() as u64);
+            metrics.connections.held_messages.sub(held.len() as i64);
+            DropReason::GraceExpired.count(metrics, held.len() as u64);
         }
-        metrics.leave(reason);
-        metrics.room_peers.observe(self.members.len() as f64);
+        metrics.rooms.leave(reason);
+        metrics.rooms.room_peers.observe(self.members.len() as f64);
         if self.members.is_empty() {
             self.closed = true;
             return;
@@ -392,7 +392,7 @@ impl State {
                 match handle.send(frame.clone()) {
                     Queued::Yes => {}
                     Queued::Full => slow.push(member.peer_id.clone()),
-                    Queued::Gone => metrics.dropped(DropReason::ReceiverGone, 1),
+                    Queued::Gone => DropReason::ReceiverGone.count(metrics, 1),
                 }
             }
         }
@@ -409,8 +409,8 @@ impl State {
         if let Presence::Live(handle) = &self.members[index].presence {
             handle.stop(StopReason::Kicked(KickReason::SlowConsumer));
         }
-        metrics.kicked(KickReason::SlowConsumer);
-        metrics.dropped(DropReason::SlowConsumer, 1);
+        KickReason::SlowConsumer.count(metrics);
+        DropReason::SlowConsumer.count(metrics, 1);
         self.take(index, LeaveReason::Kicked, metrics);
     }
 }

@@ -1,12 +1,10 @@
 //! Trace export yields the CPU to signaling.
 //!
-//! Exporting every span adds about a third to the CPU a relayed message
-//! costs (turning spans into protobuf, gRPC), and on a small container the
-//! export threads share cores with the runtime that relays. Under Linux's
-//! default policy the batch thread, woken for each batch of 2,048 spans,
-//! held the core for milliseconds in the middle of the relays: at 40,000
-//! relays a second the p99 was 20 to 81 ms with every span exported, and 4
-//! to 7 ms once these threads ran as below (`docs/performance.md`).
+//! Exporting spans costs CPU (turning them into protobuf, gRPC), and on a
+//! small container the export threads share cores with the runtime that
+//! relays. Under Linux's default policy the batch thread, woken for each
+//! batch of spans, held the core for milliseconds in the middle of the
+//! relays, and their latency showed it.
 //!
 //! So the export threads (the SDK's batch thread and `otlp-export`) run
 //! under `SCHED_IDLE`: they get a core only when nothing else wants it. On

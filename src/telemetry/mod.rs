@@ -3,14 +3,20 @@
 //! keeps the returned [`Telemetry`] to the end and calls
 //! [`Telemetry::shutdown`] after the server stopped.
 
-pub mod background_priority;
-pub mod logging;
-pub mod metrics;
-pub mod relay_span;
-pub mod span_ids;
-pub mod traces;
+mod background_priority;
+mod logging;
+mod metrics;
+mod relay_span;
+mod span_ids;
+mod traces;
 
-pub use metrics::Metrics;
+pub use logging::LogWriters;
+pub use metrics::{
+    ClientReportMetrics, ConnectionMetrics, EdgeMetrics, KNOWN_CLIENT_ERROR_CODES, Metrics,
+    Pipeline, RoomMetrics, StoreMetrics, pipeline,
+};
+pub use relay_span::{RelayAttributes, RelaySpan, connection_context};
+pub use traces::continue_trace;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer as _;
@@ -19,7 +25,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::Config;
-use logging::{JsonLines, LogFilter, LogWriters, log_filter};
+use logging::{JsonLines, LogFilter, log_filter};
 use traces::Traces;
 
 /// Logging and trace export of this process; flushes when shut down.

@@ -4,8 +4,8 @@
 //! A relay is the one message a busy server handles tens of thousands of
 //! times a second. A `tracing` span costs every layer on every relay (the
 //! registry's slot, the JSON layer's copy of the fields, tracing-
-//! opentelemetry's builder), about 8,600 instructions, even when nothing is
-//! exported; the relay itself costs less. So relays take this path:
+//! opentelemetry's builder) even when nothing is exported, more than the
+//! relay itself. So relays take this path:
 //!
 //! * not exporting (no OTLP endpoint): no span at all. The relayed
 //!   `traceparent` still continues the sender's trace when it sent one, with
@@ -36,7 +36,7 @@ use opentelemetry_sdk::trace::{Span, Tracer};
 
 use super::traces::remote_context;
 use crate::protocol::TraceParent;
-use crate::signaling::{random_span_id, random_trace_id};
+use crate::protocol::{random_span_id, random_trace_id};
 
 static EXPORT: OnceLock<Export> = OnceLock::new();
 
@@ -60,6 +60,17 @@ pub fn install(tracer: Tracer, follows_parent: bool) {
 /// Whether relay spans are exported by this process.
 pub fn exporting() -> bool {
     EXPORT.get().is_some()
+}
+
+/// The OpenTelemetry context of a connection's `ws.connection` span, when
+/// relay spans are exported: the parent of relays that bring no
+/// `traceparent`.
+pub fn connection_context(span: &tracing::Span) -> Option<SpanContext> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !exporting() {
+        return None;
+    }
+    Some(span.context().span().span_context().clone()).filter(SpanContext::is_valid)
 }
 
 /// Whether the sampler the SDK builds from `OTEL_TRACES_SAMPLER` is

@@ -6,7 +6,7 @@
 //! Without one, this layer gives each span its ids and nothing else: a child
 //! keeps its parent's trace id, a client's `traceparent` replaces it
 //! ([`continue_trace`]). An unexported OpenTelemetry span, built only for its
-//! ids, held about 600 bytes for as long as its connection lived.
+//! ids, held far more memory for as long as its connection lived.
 
 use tracing::span::{Attributes, Id};
 use tracing::{Span, Subscriber};
@@ -15,7 +15,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::protocol::TraceParent;
-use crate::signaling::{random_span_id, random_trace_id};
+use crate::protocol::{random_span_id, random_trace_id};
 
 /// The ids of one span, kept in its extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -220,7 +220,7 @@ fn the_binary_refuses_a_store_from_a_newer_version() {
         db.open_tree("meta")
             .unwrap()
             .insert(
-                chatsubo::analytics::schema::VERSION_KEY,
+                chatsubo::analytics::layout::VERSION_KEY,
                 &7u32.to_be_bytes(),
             )
             .unwrap();
@@ -238,7 +238,7 @@ fn the_binary_refuses_a_store_from_a_newer_version() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!(
         "the store has schema version 7, newer than the {} this chatsubo understands",
-        chatsubo::analytics::schema::SCHEMA_VERSION
+        chatsubo::analytics::layout::SCHEMA_VERSION
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }

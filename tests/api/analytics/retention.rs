@@ -1,9 +1,9 @@
 //! Retention: a sweep deletes the history older than the cut-off, with its
 //! indexes and totals, and keeps the rest.
 
-use chatsubo::analytics::event::{CloseReason, Event, EventKind};
-use chatsubo::analytics::writer::apply_events;
-use chatsubo::analytics::{SledOptions, SledStore, keys, query, retention};
+use chatsubo::analytics::apply_events;
+use chatsubo::analytics::{self, SledOptions, SledStore, layout as keys};
+use chatsubo::analytics::{CloseReason, Event, EventKind};
 
 fn event(session: u128, at_ms: u64, seq: u64, kind: EventKind) -> Event {
     Event {
@@ -81,35 +81,37 @@ fn retention_deletes_old_history_and_keeps_the_rest() {
         ]);
     }
     apply_events(&store, &events).unwrap();
-    let swept = retention::sweep_all(&store, now - 30 * day).unwrap();
+    let swept = analytics::sweep_all(&store, now - 30 * day).unwrap();
     assert_eq!(swept.sessions, 3);
     // Each session's events were written in one batch: one record each.
     assert_eq!(swept.event_records, 3);
     assert_eq!(swept.rooms, 1, "room old was last seen 31 days ago");
     for (i, id) in ids.iter().enumerate() {
-        let kept = query::session(&store, *id).unwrap().is_some();
+        let kept = analytics::session_with_events(&store, *id)
+            .unwrap()
+            .is_some();
         assert_eq!(kept, i >= 3, "session {i}");
     }
-    let rooms = query::rooms(&store).unwrap();
+    let rooms = analytics::all_room_totals(&store).unwrap();
     assert_eq!(rooms.keys().collect::<Vec<_>>(), ["new"]);
-    let filter = query::SessionFilter {
+    let filter = analytics::SessionFilter {
         limit: 100,
         peer: Some("p_0".into()),
         ..Default::default()
     };
     assert!(
-        query::sessions(&store, &filter)
+        analytics::list_sessions(&store, &filter)
             .unwrap()
             .sessions
             .is_empty(),
         "index entries go too"
     );
-    let churn = query::churn(&store, None, 0, now + day, 86_400 * 365).unwrap();
+    let churn = analytics::churn_by_bucket(&store, None, 0, now + day, 86_400 * 365).unwrap();
     let joins: u64 = churn.iter().map(|(_, c)| c.joins).sum();
     assert_eq!(joins, 3, "old total buckets are gone");
     // A second sweep finds nothing.
     assert_eq!(
-        retention::sweep_all(&store, now - 30 * day)
+        analytics::sweep_all(&store, now - 30 * day)
             .unwrap()
             .sessions,
         0

@@ -3,10 +3,10 @@
 
 use serde_json::json;
 
-use chatsubo::analytics::event::{Event, EventKind};
-use chatsubo::analytics::resume_state::{self, ResumeChange};
-use chatsubo::analytics::writer::apply_events;
-use chatsubo::analytics::{self, Store, Tree, keys};
+use chatsubo::analytics::ResumeChange;
+use chatsubo::analytics::apply_events;
+use chatsubo::analytics::{self, Store, Tree, layout as keys};
+use chatsubo::analytics::{Event, EventKind};
 
 use super::open_store;
 
@@ -37,7 +37,7 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
     };
     {
         let store = open_store(dir.path());
-        analytics::schema::prepare(&store).unwrap();
+        analytics::layout::prepare(&store).unwrap();
         apply_events(
             &store,
             &[
@@ -117,7 +117,7 @@ fn resume_changes_are_stored_in_the_documented_encoding_and_loaded_back() {
     }
     // Read back by a new process's store: ann and bob in r, in join order.
     let store = open_store(dir.path());
-    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    let (peers, corrupt) = chatsubo::analytics::load_resume_state(&store).unwrap();
     assert_eq!(corrupt, 0);
     let found: Vec<(&str, &str)> = peers
         .iter()

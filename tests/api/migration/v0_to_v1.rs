@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use chatsubo::analytics::{self, keys};
+use chatsubo::analytics::{self, layout as keys};
 
 use super::open_store;
 use crate::helpers::*;
@@ -87,19 +87,19 @@ fn the_v0_to_v1_migration_rewrites_values_and_records_the_version() {
     let id = keys::first_id_at(connected) | 5;
     write_v0_store(dir.path(), id, connected, connected + 1234);
     let store = open_store(dir.path());
-    assert_eq!(analytics::schema::read_version(&store).unwrap(), None);
-    let prepared = analytics::schema::prepare(&store).unwrap();
+    assert_eq!(analytics::layout::read_version(&store).unwrap(), None);
+    let prepared = analytics::layout::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(0), "data without a version is v0");
-    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
+    assert_eq!(prepared.now, analytics::layout::SCHEMA_VERSION);
     assert_eq!(
-        analytics::schema::read_version(&store).unwrap(),
-        Some(analytics::schema::SCHEMA_VERSION)
+        analytics::layout::read_version(&store).unwrap(),
+        Some(analytics::layout::SCHEMA_VERSION)
     );
-    let (session, events) = analytics::query::session(&store, id).unwrap().unwrap();
+    let (session, events) = analytics::session_with_events(&store, id).unwrap().unwrap();
     assert_eq!(session.duration_ms, Some(1234));
     assert_eq!(session.peer_id, "p_old");
     assert_eq!(events.len(), 1);
     // Running it again changes nothing.
-    let again = analytics::schema::prepare(&store).unwrap();
-    assert_eq!(again.found, Some(analytics::schema::SCHEMA_VERSION));
+    let again = analytics::layout::prepare(&store).unwrap();
+    assert_eq!(again.found, Some(analytics::layout::SCHEMA_VERSION));
 }

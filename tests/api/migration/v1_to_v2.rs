@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use chatsubo::analytics::resume_state;
-use chatsubo::analytics::{self, keys};
+use chatsubo::analytics::{self, layout as keys};
 
 use super::open_store;
 
@@ -13,7 +12,7 @@ fn write_v1_store(dir: &std::path::Path, id: u128, connected: u64) {
     let db = sled::open(dir).unwrap();
     db.open_tree("meta")
         .unwrap()
-        .insert(analytics::schema::VERSION_KEY, &1u32.to_be_bytes())
+        .insert(analytics::layout::VERSION_KEY, &1u32.to_be_bytes())
         .unwrap();
     let v1 = json!({
         "sessionId": ulid::Ulid(id).to_string(),
@@ -47,22 +46,22 @@ fn the_v1_to_v2_migration_adds_an_empty_resume_tree_and_keeps_the_rest() {
     let id = keys::first_id_at(connected) | 9;
     write_v1_store(dir.path(), id, connected);
     let store = open_store(dir.path());
-    let prepared = analytics::schema::prepare(&store).unwrap();
+    let prepared = analytics::layout::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(1));
-    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
+    assert_eq!(prepared.now, analytics::layout::SCHEMA_VERSION);
     assert_eq!(
-        analytics::schema::read_version(&store).unwrap(),
-        Some(analytics::schema::SCHEMA_VERSION)
+        analytics::layout::read_version(&store).unwrap(),
+        Some(analytics::layout::SCHEMA_VERSION)
     );
-    let (session, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    let (session, _) = analytics::session_with_events(&store, id).unwrap().unwrap();
     assert_eq!(session.peer_id, "p_v1");
     assert_eq!(session.duration_ms, Some(500));
-    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    let (peers, corrupt) = chatsubo::analytics::load_resume_state(&store).unwrap();
     assert!(peers.is_empty(), "a v1 run left no resume state");
     assert_eq!(corrupt, 0);
     assert_eq!(
-        analytics::schema::prepare(&store).unwrap().found,
-        Some(analytics::schema::SCHEMA_VERSION),
+        analytics::layout::prepare(&store).unwrap().found,
+        Some(analytics::layout::SCHEMA_VERSION),
         "running it again changes nothing"
     );
 }

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use chatsubo::analytics::event::{Event, EventKind};
-use chatsubo::analytics::writer::apply_events;
-use chatsubo::analytics::{self, Store, Tree, keys};
+use chatsubo::analytics::apply_events;
+use chatsubo::analytics::{self, Store, Tree, layout as keys};
+use chatsubo::analytics::{Event, EventKind};
 
 use super::open_store;
 
@@ -20,7 +20,7 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert(analytics::schema::VERSION_KEY, &2u32.to_be_bytes())
+            .insert(analytics::layout::VERSION_KEY, &2u32.to_be_bytes())
             .unwrap();
         let session = json!({
             "sessionId": ulid::Ulid(id).to_string(), "peerId": "p_v2", "room": "r",
@@ -60,9 +60,9 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
         db.flush().unwrap();
     }
     let store = open_store(dir.path());
-    let prepared = analytics::schema::prepare(&store).unwrap();
+    let prepared = analytics::layout::prepare(&store).unwrap();
     assert_eq!(prepared.found, Some(2));
-    assert_eq!(prepared.now, analytics::schema::SCHEMA_VERSION);
+    assert_eq!(prepared.now, analytics::layout::SCHEMA_VERSION);
     let event = |seq: u64, kind: EventKind| Event {
         session: id,
         at_ms: t0 + seq,
@@ -95,7 +95,7 @@ fn the_v2_to_v3_step_reads_single_event_records_beside_groups() {
         .unwrap()
         .expect("one record for the batch, keyed by its first event");
     assert_eq!(raw.first(), Some(&b'['), "a v3 record holds an array");
-    let (_, events) = analytics::query::session(&store, id).unwrap().unwrap();
+    let (_, events) = analytics::session_with_events(&store, id).unwrap().unwrap();
     let kinds: Vec<String> = events
         .iter()
         .map(|e| {

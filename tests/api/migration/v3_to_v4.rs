@@ -3,10 +3,9 @@
 
 use serde_json::json;
 
-use chatsubo::analytics::event::{Event, EventKind};
-use chatsubo::analytics::resume_state;
-use chatsubo::analytics::writer::apply_events;
-use chatsubo::analytics::{self, Store, Tree, keys};
+use chatsubo::analytics::apply_events;
+use chatsubo::analytics::{self, Store, Tree, layout as keys};
+use chatsubo::analytics::{Event, EventKind};
 
 use super::open_store;
 
@@ -35,7 +34,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert(analytics::schema::VERSION_KEY, &3u32.to_be_bytes())
+            .insert(analytics::layout::VERSION_KEY, &3u32.to_be_bytes())
             .unwrap();
         db.open_tree("sessions")
             .unwrap()
@@ -63,15 +62,15 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         db.flush().unwrap();
     }
     let store = open_store(dir.path());
-    let prepared = analytics::schema::prepare(&store).unwrap();
+    let prepared = analytics::layout::prepare(&store).unwrap();
     assert_eq!((prepared.found, prepared.now), (Some(3), 4));
 
     // Read as they are.
-    let (record, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    let (record, _) = analytics::session_with_events(&store, id).unwrap().unwrap();
     assert_eq!(record.session_id, ulid::Ulid(id).to_string());
     assert_eq!(record.room.as_deref(), Some("r"));
     assert_eq!(record.ended_at, None);
-    let (peers, corrupt) = resume_state::load(&store).unwrap();
+    let (peers, corrupt) = chatsubo::analytics::load_resume_state(&store).unwrap();
     assert_eq!(corrupt, 0);
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].record.token_parts(), Some(([2; 12], [14; 32])));
@@ -108,7 +107,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         "no session id, no nulls, no zeros"
     );
     assert!(raw.len() < serde_json::to_vec(&full_session).unwrap().len());
-    let (record, _) = analytics::query::session(&store, id).unwrap().unwrap();
+    let (record, _) = analytics::session_with_events(&store, id).unwrap().unwrap();
     assert_eq!(record.session_id, ulid::Ulid(id).to_string());
     assert_eq!(
         (record.messages_in, record.messages_out, record.errors),
@@ -174,9 +173,9 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         "the v3 entry stays; of v4's sessions only the resume is indexed"
     );
     let by_peer = |peer: &str, limit: usize, cursor: Option<u128>| {
-        let page = analytics::query::sessions(
+        let page = analytics::list_sessions(
             &store,
-            &analytics::query::SessionFilter {
+            &analytics::SessionFilter {
                 peer: Some(peer.to_string()),
                 limit,
                 cursor,
@@ -205,13 +204,13 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
     // Nor is a connect stored that the record says all of; it is listed
     // from the record, with the peer id the connection was given.
     let mut stored_kinds = Vec::new();
-    analytics::store::scan_prefix(
+    analytics::layout::scan_prefix(
         &store,
         Tree::Events,
         &keys::session_key(id3),
         false,
         &mut |_, v| {
-            for e in analytics::writer::decode_events(v).unwrap() {
+            for e in analytics::layout::decode_events(v).unwrap() {
                 stored_kinds.push(serde_json::to_value(&e).unwrap()["kind"].clone());
             }
             true
@@ -220,7 +219,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
     .unwrap();
     assert_eq!(stored_kinds, [json!("resume")]);
     let events = |id: u128| {
-        let (_, events) = analytics::query::session(&store, id).unwrap().unwrap();
+        let (_, events) = analytics::session_with_events(&store, id).unwrap().unwrap();
         events
             .iter()
             .map(|e| serde_json::to_value(e).unwrap())

@@ -11,8 +11,8 @@ fn a_new_store_starts_at_the_current_version() {
     let (store, recovered) = analytics::open(dir.path(), &options()).unwrap();
     assert_eq!(recovered.closed, 0);
     assert_eq!(
-        analytics::schema::read_version(&*store).unwrap(),
-        Some(analytics::schema::SCHEMA_VERSION)
+        analytics::layout::read_version(&*store).unwrap(),
+        Some(analytics::layout::SCHEMA_VERSION)
     );
 }
 
@@ -23,7 +23,7 @@ fn a_store_from_a_newer_version_is_refused_with_a_clear_message() {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert(analytics::schema::VERSION_KEY, &99u32.to_be_bytes())
+            .insert(analytics::layout::VERSION_KEY, &99u32.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
@@ -38,7 +38,7 @@ fn a_store_from_a_newer_version_is_refused_with_a_clear_message() {
     let v = db
         .open_tree("meta")
         .unwrap()
-        .get(analytics::schema::VERSION_KEY)
+        .get(analytics::layout::VERSION_KEY)
         .unwrap()
         .unwrap();
     assert_eq!(v.as_ref(), 99u32.to_be_bytes());

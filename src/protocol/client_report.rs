@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use super::ProtocolError;
-use super::inbound::{Fields, required, string};
+use super::fields::{Fields, required, string};
 
 /// Longest duration a client may report, in milliseconds (one hour).
 const MAX_MS: f64 = 3_600_000.0;

@@ -1,0 +1,227 @@
+//! One WebSocket connection from welcome to close.
+//!
+//! `socket` runs the loop (reads, batched writes, the heartbeat, the close)
+//! with the timers of `deadlines`; `dispatch` puts each frame through the
+//! rate limit and hands it to its action: `join` (with resume), `relay`,
+//! `leave` (and the resume grace of a dropped peer) or `report` (client
+//! telemetry). `end` says how a connection ended. Every event goes to the
+//! session's [`Journal`].
+
+mod deadlines;
+mod dispatch;
+mod end;
+mod join;
+mod leave;
+mod relay;
+mod report;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry::trace::SpanContext;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tracing::field::Empty;
+
+pub use end::CLOSE_SUPERSEDED;
+
+use super::journal::{Journal, MessageCounts};
+use super::limits::{ConnectionPermit, Throttle};
+use super::outbox::{ConnHandle, Frame, Outbox, outbox};
+use super::resume::TokenId;
+use super::room::Room;
+use super::{Hub, OUTBOUND_QUEUE, PeerId, ids};
+use crate::protocol::{OutKind, ServerMessage};
+
+/// What the HTTP layer learned about the client before the upgrade.
+pub struct ConnectionInfo {
+    pub remote: SocketAddr,
+    pub user_agent: Option<String>,
+    /// The `?room=` of the upgrade request, still to be validated.
+    pub room: Option<String>,
+    pub permit: ConnectionPermit,
+}
+
+/// Serves one upgraded WebSocket until it ends. The connection is set up
+/// (and its welcome queued) at once; the future only runs it.
+pub fn serve<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let ConnectionInfo {
+        remote,
+        user_agent,
+        room,
+        permit,
+    } = info;
+    let mut connection = Connection::new(hub, permit);
+    connection.start(remote, user_agent, room);
+    connection.run(ws)
+}
+
+struct Connection {
+    hub: Arc<Hub>,
+    id: u64,
+    /// Shared, not copied, by relay spans and resume bindings.
+    session_id: Arc<str>,
+    /// The session id as a number: the key of its analytics records.
+    session: u128,
+    /// The peer id this connection acts as (changes on a resume).
+    peer_id: PeerId,
+    token: TokenId,
+    handle: ConnHandle,
+    outbox: Outbox,
+    room: Option<Arc<Room>>,
+    /// Whether the connection ever joined (or resumed into) a room: only
+    /// connections that never did are closed by the join timeout.
+    ever_joined: bool,
+    throttle: Throttle,
+    last_seen: Instant,
+    connected_at: Instant,
+    /// The connection's place under the connection caps, given back when
+    /// it is dropped.
+    _permit: ConnectionPermit,
+    counts: MessageCounts,
+    /// `ws.connection`: the parent of every message's span.
+    span: tracing::Span,
+    /// Its OpenTelemetry context, when relay spans are exported: the parent
+    /// of relays that bring no `traceparent`.
+    /// Boxed: most servers export nothing, and it is 64 bytes.
+    span_context: Option<Box<SpanContext>>,
+    /// Set by a rate-limit strike: how long to leave the socket unread.
+    read_pause: Option<std::time::Duration>,
+}
+
+impl Connection {
+    fn new(hub: Arc<Hub>, permit: ConnectionPermit) -> Self {
+        let id = hub.next_connection_id();
+        let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
+        let token = hub.tokens.issue();
+        let session = hub.ids.session_ulid();
+        let session_id: Arc<str> = session.to_string().into();
+        let peer_id = ids::peer_id_of(session);
+        let welcome = ServerMessage::Welcome {
+            peer_id: &peer_id,
+            session_id: &session_id,
+            resume_token: &token.text,
+            heartbeat_interval_ms: hub.config.heartbeat_interval_ms,
+            max_room_size: hub.config.max_room_size,
+        };
+        handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
+        let now = Instant::now();
+        let span = tracing::info_span!(
+            "ws.connection",
+            session_id = &*session_id,
+            peer_id = &*peer_id,
+            room = Empty,
+        );
+        let span_context = crate::telemetry::connection_context(&span).map(Box::new);
+        Connection {
+            span,
+            span_context,
+            read_pause: None,
+            throttle: Throttle::new(hub.config.rate_limit_per_sec, hub.config.rate_limit_burst),
+            hub,
+            id,
+            session_id,
+            session: session.0,
+            peer_id,
+            token: token.id,
+            handle,
+            outbox,
+            room: None,
+            ever_joined: false,
+            last_seen: now,
+            connected_at: now,
+            _permit: permit,
+            counts: MessageCounts::default(),
+        }
+    }
+
+    /// The session's journal: where every event of this connection goes.
+    fn journal(&self) -> Journal<'_> {
+        Journal::new(&self.hub, self.session, &self.session_id)
+    }
+
+    /// Counts the connection, records its start and joins the room of its
+    /// `?room=`, if any. Done before its future is made, so that what only
+    /// the start needs is not kept in it.
+    fn start(&mut self, remote: SocketAddr, user_agent: Option<String>, room: Option<String>) {
+        // `ws.connection` is entered around the synchronous work only (not
+        // on every poll of the connection's future): entering a span costs
+        // each layer.
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.journal()
+            .connected(&self.peer_id, remote.ip(), user_agent);
+        if let Some(room) = room {
+            self.join_query_room(&room);
+        }
+    }
+
+    // Not an `async fn`: an async fn keeps its arguments in slots of their
+    // own beside the body's copies, and the socket alone is 300 bytes that
+    // every idle connection would carry twice. The block below uses the
+    // captured values in place.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn run<S>(mut self, mut ws: WebSocketStream<S>) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        async move {
+            let span = self.span.clone();
+            let end = self.pump(&mut ws).await;
+            span.in_scope(|| self.leave_room(end));
+            self.close(&mut ws, end).await;
+            let _entered = span.enter();
+            self.journal().closed(
+                &end,
+                end.close_reason(),
+                self.counts,
+                self.connected_at.elapsed(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::telemetry::Metrics;
+
+    /// Every idle connection carries its future (in its task) for as long
+    /// as it lives, so its size is most of what an idle connection costs.
+    /// Raise this budget only knowingly, with the idle memory measured
+    /// again (`scripts/bench-compare.sh`, docs/performance.md).
+    #[tokio::test]
+    async fn connection_future_size() {
+        const BUDGET: usize = 1_632;
+        let hub = Hub::new(Arc::new(Config::defaults()), Arc::new(Metrics::new(10)));
+        let (socket, _client) = tokio::io::duplex(64);
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, None).await;
+        let info = ConnectionInfo {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            user_agent: None,
+            room: None,
+            permit: hub
+                .limits
+                .try_acquire("127.0.0.1".parse().unwrap())
+                .unwrap(),
+        };
+        let connection = serve(ws, hub.clone(), info);
+        let size = std::mem::size_of_val(&connection);
+        assert!(size <= BUDGET, "the connection future is {size} bytes");
+    }
+}
