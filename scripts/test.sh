@@ -52,6 +52,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 section "cargo fmt --check"
 cargo fmt --all -- --check
 
+section "scripts/check-layers.py (imports point down, no circle)"
+python3 scripts/check-layers.py src
+
 section "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
