@@ -1,19 +1,18 @@
-//! The analytics store's key codec (`chatsubo::analytics::keys`, and the
-//! resume tree's keys and records in `chatsubo::analytics::resume_state`):
+//! The analytics store's key codec (`chatsubo::analytics::layout`: the
+//! history's keys, and the resume tree's keys and records):
 //! decoding any bytes never panics, and whatever decodes encodes back to the
 //! same bytes (one encoding per key); encoding any parts decodes back to them
 //! and keeps the byte order the queries scan by.
 
 #![no_main]
 
-use chatsubo::analytics::keys::{
-    self, ChurnCounts, EVENT_KEY_LEN, SESSION_KEY_LEN, bucket_start, churn_key, decode_churn_key,
+use chatsubo::analytics::layout::{
+    self as keys, ChurnCounts, EVENT_KEY_LEN, SESSION_KEY_LEN, bucket_start, churn_key, decode_churn_key,
     decode_event_key, decode_index_key, decode_session_key, decode_u64, event_key, first_id_at,
     index_key, index_prefix, last_id_at, peak_key, session_key, session_ms, valid_name,
 };
-use chatsubo::analytics::resume_state::{
-    ResumeRecord, StoredToken, decode_record, decode_resume_key, encode_record, resume_key,
-};
+use chatsubo::analytics::layout::{decode_record, decode_resume_key, encode_record, resume_key};
+use chatsubo::analytics::{ResumeRecord, StoredToken};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
