@@ -1,5 +1,5 @@
 //! The results of one workload run: a table on standard output and a JSON
-//! document for scripts (docs/bench/results-*.json).
+//! document for scripts (`--json`).
 
 use std::path::Path;
 

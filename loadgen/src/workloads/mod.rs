@@ -1,8 +1,8 @@
-//! The three workloads of issue 7, each against any protocol: `idle`
-//! (memory per joined connection), `relay` (open-loop message rate steps)
-//! and `churn` (connect, welcome, join, close, again); and the two of
-//! issue 8, which start their own Chatsubo server: `chaos` (kill -9 cycles
-//! under load) and `flood` (one room flooding, the others measured).
+//! The workloads. Three run against any protocol's server: `idle` (memory
+//! per joined connection), `relay` (open-loop message rate steps) and
+//! `churn` (connect, welcome, join, close, again). Two start their own
+//! Chatsubo server: `chaos` (kill -9 cycles under load) and `flood` (one
+//! room flooding, the others measured).
 
 pub mod chaos;
 pub mod churn;
