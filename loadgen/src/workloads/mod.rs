@@ -45,6 +45,18 @@ impl Target {
     pub fn server_sample(&self) -> Option<ProcSample> {
         self.server.and_then(Proc::sample)
     }
+
+    /// The same target, at the address of a server the workload started
+    /// itself (`server`: its process, when the workload watches it).
+    pub fn started_at(&self, addr: SocketAddr, server: Option<Proc>) -> Target {
+        Target {
+            label: self.label.clone(),
+            protocol: self.protocol.clone(),
+            addr,
+            server,
+            run_id: self.run_id.clone(),
+        }
+    }
 }
 
 /// The room name of room number `n`.

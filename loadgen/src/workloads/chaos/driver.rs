@@ -118,19 +118,9 @@ fn prepare(
             return Err(report);
         }
     };
-    let target = Target {
-        label: base.label.clone(),
-        protocol: base.protocol.clone(),
-        addr: spec.addr,
-        server: None,
-        run_id: base.run_id.clone(),
-    };
+    let target = base.started_at(spec.addr, None);
     let mut report = Report::new("chaos", &target, json_args(args));
-    report.set("server_command", json!(spec.command_line()));
-    report.set(
-        "server_work_dir",
-        json!(spec.work_dir.display().to_string()),
-    );
+    report.set_server(&spec);
     if base.protocol.name() != "chatsubo" {
         report.fail("chaos speaks Chatsubo's resume only (--protocol chatsubo)".into());
         return Err(report);

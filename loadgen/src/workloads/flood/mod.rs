@@ -131,19 +131,9 @@ async fn start(
     };
     let spec = ServerSpec::new(&args.server, "flood", &[]).map_err(failed)?;
     let mut server = spec.start().map_err(failed)?;
-    let target = Arc::new(Target {
-        label: base.label.clone(),
-        protocol: base.protocol.clone(),
-        addr: spec.addr,
-        server: Some(Proc::Pid(server.pid)),
-        run_id: base.run_id.clone(),
-    });
+    let target = Arc::new(base.started_at(spec.addr, Some(Proc::Pid(server.pid))));
     let mut report = Report::new("flood", &target, json_args(args));
-    report.set("server_command", json!(spec.command_line()));
-    report.set(
-        "server_work_dir",
-        json!(spec.work_dir.display().to_string()),
-    );
+    report.set_server(&spec);
     if base.protocol.name() != "chatsubo" {
         report.fail("flood needs Chatsubo's rate limits (--protocol chatsubo)".into());
         return Err(report);
