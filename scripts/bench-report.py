@@ -459,7 +459,7 @@ def report(runs, results_dir, report_path, plots_dir):
         "## Notes on fairness",
         "",
         "- The same client code drives all three servers; only the protocol adapter differs "
-        "(the `protocols` module of chatsubo-loadgen). Client sockets have Nagle's algorithm off.",
+        "(`loadgen/src/protocols/`). Client sockets have Nagle's algorithm off.",
         "- Chatsubo runs as shipped (JSON logs, metrics, and whatever analytics its build has), with "
         "its per-address connection cap and per-connection rate limit raised, since all load comes "
         "from one address at up to 80 messages a second per peer.",

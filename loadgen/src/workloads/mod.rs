@@ -1,8 +1,8 @@
-//! The three workloads of issue 7, each against any protocol: `idle`
-//! (memory per joined connection), `relay` (open-loop message rate steps)
-//! and `churn` (connect, welcome, join, close, again); and the two of
-//! issue 8, which start their own Chatsubo server: `chaos` (kill -9 cycles
-//! under load) and `flood` (one room flooding, the others measured).
+//! The workloads. Three run against any protocol's server: `idle` (memory
+//! per joined connection), `relay` (open-loop message rate steps) and
+//! `churn` (connect, welcome, join, close, again). Two start their own
+//! Chatsubo server: `chaos` (kill -9 cycles under load) and `flood` (one
+//! room flooding, the others measured).
 
 pub mod chaos;
 pub mod churn;
@@ -44,6 +44,18 @@ impl Target {
     /// The server's CPU time and RSS now (`None` without a pid).
     pub fn server_sample(&self) -> Option<ProcSample> {
         self.server.and_then(Proc::sample)
+    }
+
+    /// The same target, at the address of a server the workload started
+    /// itself (`server`: its process, when the workload watches it).
+    pub fn started_at(&self, addr: SocketAddr, server: Option<Proc>) -> Target {
+        Target {
+            label: self.label.clone(),
+            protocol: self.protocol.clone(),
+            addr,
+            server,
+            run_id: self.run_id.clone(),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The results of one workload run: a table on standard output and a JSON
-//! document for scripts (docs/bench/results-*.json).
+//! document for scripts (`--json`).
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::server::ServerSpec;
 use crate::workloads::Target;
 
 /// One workload run's results.
@@ -43,6 +44,16 @@ impl Report {
     /// Sets a top-level field.
     pub fn set(&mut self, key: &str, value: Value) {
         self.meta.insert(key.into(), value);
+    }
+
+    /// Records how a workload started its own server: the command line and
+    /// the work directory.
+    pub fn set_server(&mut self, spec: &ServerSpec) {
+        self.set("server_command", json!(spec.command_line()));
+        self.set(
+            "server_work_dir",
+            json!(spec.work_dir.display().to_string()),
+        );
     }
 
     /// Adds one result row (one step, one N, one run).

@@ -1,5 +1,5 @@
-//! `chatsubo-loadgen`: the load generator of issues 7 and 8. It speaks
-//! Chatsubo's protocol and, for side-by-side runs, matchbox_server's and
+//! `chatsubo-loadgen`: Chatsubo's load generator. It speaks Chatsubo's
+//! protocol and, for side-by-side runs, matchbox_server's and
 //! peerjs-server's, and runs one workload (idle, relay or churn) against a
 //! server on this machine, or one that starts its own Chatsubo server
 //! (chaos: kill -9 cycles; flood: one room flooding), printing a table and
