@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Hub;
 use super::labels::KickReason;
+use super::outbox::MessageCounts;
 use super::resume::TokenId;
 use crate::analytics::{CloseReason, EventKind, ResumeChange};
 use crate::protocol::{ClientTelemetry, ErrorCode, LeaveReason, PeerOutcome, RoomName};
@@ -18,14 +19,6 @@ use crate::protocol::{ClientTelemetry, ErrorCode, LeaveReason, PeerOutcome, Room
 /// The target of the session's log lines: they are the connection's events,
 /// wherever in signaling they are written.
 const TARGET: &str = "chatsubo::signaling::connection";
-
-/// What a connection counted over its life.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MessageCounts {
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub errors: u64,
-}
 
 /// Records the events of one session.
 pub struct Journal<'a> {

@@ -24,12 +24,12 @@ mod room;
 pub use connection::{CLOSE_SUPERSEDED, ConnectionInfo, serve};
 pub use hub::{Hub, OUTBOUND_QUEUE};
 pub use ids::{IdGenerator, PeerId, peer_id_of};
-pub use journal::{Journal, MessageCounts};
+pub use journal::Journal;
 pub use labels::{DropReason, KickReason};
 pub use limits::{
     ABUSE_STRIKES, ABUSE_WINDOW, ConnectionLimits, ConnectionPermit, Refused, Throttle, Verdict,
 };
-pub use outbox::{ConnHandle, Frame, Queued, StopReason, outbox};
+pub use outbox::{ConnHandle, Frame, LiveCounts, MessageCounts, Queued, StopReason, outbox};
 pub use registry::RoomRegistry;
 pub use restore::{Restored, restored_deadline};
 pub use resume::{Redeemed, ResumeTokens};

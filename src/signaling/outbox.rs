@@ -2,7 +2,7 @@
 //! queue of serialised frames and a way to stop the connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -50,6 +50,48 @@ struct Control {
     // 0: running; otherwise a StopReason code.
     stop: AtomicU8,
     notify: Notify,
+    counts: LiveCounts,
+}
+
+/// What a connection counted over its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub errors: u64,
+}
+
+/// A connection's counts as it goes, where `/api` can read them while it
+/// is open (the history learns them when it ends). Only the connection's
+/// own task writes them.
+#[derive(Default)]
+pub struct LiveCounts {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl LiveCounts {
+    pub fn message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn message_out(&self) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> MessageCounts {
+        MessageCounts {
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A cheap, cloneable handle to one connection's outbound queue.
@@ -95,6 +137,11 @@ impl ConnHandle {
     /// The connection this handle belongs to.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// What the connection has counted so far.
+    pub fn counts(&self) -> &LiveCounts {
+        &self.control.counts
     }
 
     /// Queues a frame without waiting.

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use super::PeerId;
 use super::labels::{DropReason, KickReason};
 use super::limits::RoomBudget;
-use super::outbox::{ConnHandle, Frame, Queued, StopReason};
+use super::outbox::{ConnHandle, Frame, MessageCounts, Queued, StopReason};
 use crate::protocol::{LeaveReason, OutKind, PeerInfo, RoomName, ServerMessage};
 use crate::telemetry::Metrics;
 
@@ -123,6 +123,20 @@ impl Room {
                 connected: matches!(m.presence, Presence::Live(_)),
             })
             .collect()
+    }
+
+    /// What the connection of `peer_id` has counted so far, if it is a
+    /// member and connected.
+    pub fn live_counts(&self, peer_id: &str) -> Option<MessageCounts> {
+        self.state
+            .lock()
+            .members
+            .iter()
+            .find(|m| &*m.peer_id == peer_id)
+            .and_then(|m| match &m.presence {
+                Presence::Live(handle) => Some(handle.counts().snapshot()),
+                Presence::Away { .. } => None,
+            })
     }
 
     /// The display name of a member, if it is one and has one.

@@ -10,6 +10,7 @@ use super::params::{Query, at, bad, params, peer_param, range, room_param};
 use super::{blocking, store};
 use crate::analytics::{self, SessionFilter, SessionRecord, StoredEvent};
 use crate::http::ApiError;
+use crate::protocol::RoomName;
 use crate::signaling::Hub;
 
 /// Default and largest page of `/api/sessions`.
@@ -102,7 +103,11 @@ pub async fn list_sessions(hub: Arc<Hub>, q: Query) -> Result<Response, warp::Re
     let store = store(&hub)?;
     let page = blocking(move || analytics::list_sessions(&*store, &filter)).await?;
     Ok(warp::reply::json(&SessionList {
-        sessions: page.sessions.into_iter().map(ApiSession::from).collect(),
+        sessions: page
+            .sessions
+            .into_iter()
+            .map(|s| ApiSession::from(so_far(&hub, s)))
+            .collect(),
         next_cursor: page.next_cursor.map(|id| ulid::Ulid(id).to_string()),
     })
     .into_response())
@@ -119,10 +124,32 @@ pub async fn one_session(id: String, hub: Arc<Hub>, q: Query) -> Result<Response
     let Some((record, events)) = found else {
         return Err(not_found());
     };
+    let record = so_far(&hub, record);
     let mut body = serde_json::to_value(ApiSession::from(record)).expect("serializable");
     let events: Vec<serde_json::Value> = events.into_iter().map(event_json).collect();
     body["events"] = serde_json::Value::Array(events);
     Ok(warp::reply::json(&body).into_response())
+}
+
+/// A session still open shows what its connection has counted so far (the
+/// store learns the counts when it ends): found through the room its
+/// record names, where the peer is connected.
+fn so_far(hub: &Hub, mut session: SessionRecord) -> SessionRecord {
+    if session.ended_at.is_some() {
+        return session;
+    }
+    let counts = session
+        .room
+        .as_deref()
+        .and_then(|name| RoomName::parse(name).ok())
+        .and_then(|name| hub.rooms.get(&name))
+        .and_then(|room| room.live_counts(&session.peer_id));
+    if let Some(counts) = counts {
+        session.messages_in = counts.messages_in;
+        session.messages_out = counts.messages_out;
+        session.errors = counts.errors;
+    }
+    session
 }
 
 /// `EVENT` of the contract: `at` as RFC 3339, `kind`, the kind's fields.

@@ -33,7 +33,7 @@ impl Connection {
 
     /// Handles one text frame.
     fn on_text(&mut self, text: &str) -> Option<End> {
-        self.counts.messages_in += 1;
+        self.handle.counts().message_in();
         let parsed = crate::protocol::parse(text);
         let reference = match &parsed {
             Ok(message) => Some(message.message_type()),
@@ -70,7 +70,7 @@ impl Connection {
     /// Handles one binary frame: not part of the protocol, but counted
     /// against the rate limit like any other message.
     fn on_binary(&mut self) -> Option<End> {
-        self.counts.messages_in += 1;
+        self.handle.counts().message_in();
         self.hub
             .metrics
             .connections
@@ -185,7 +185,7 @@ impl Connection {
 
     /// Answers the client with an `error`, counted and recorded.
     pub(super) fn send_error(&mut self, err: &ProtocolError) {
-        self.counts.errors += 1;
+        self.handle.counts().error();
         if err.code.kind() == ErrorKind::Server {
             telemetry::log_server_error("server error sent to a client", err);
         }

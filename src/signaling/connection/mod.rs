@@ -27,7 +27,7 @@ use tracing::field::Empty;
 
 pub use end::CLOSE_SUPERSEDED;
 
-use super::journal::{Journal, MessageCounts};
+use super::journal::Journal;
 use super::limits::{ConnectionPermit, Throttle};
 use super::outbox::{ConnHandle, Frame, Outbox, outbox};
 use super::resume::TokenId;
@@ -87,7 +87,6 @@ struct Connection {
     /// The connection's place under the connection caps, given back when
     /// it is dropped.
     _permit: ConnectionPermit,
-    counts: MessageCounts,
     /// `ws.connection`: the parent of every message's span.
     span: tracing::Span,
     /// Its OpenTelemetry context, when relay spans are exported: the parent
@@ -140,7 +139,6 @@ impl Connection {
             last_seen: now,
             connected_at: now,
             _permit: permit,
-            counts: MessageCounts::default(),
         }
     }
 
@@ -186,7 +184,7 @@ impl Connection {
             self.journal().closed(
                 &end,
                 end.close_reason(),
-                self.counts,
+                self.handle.counts().snapshot(),
                 self.connected_at.elapsed(),
             );
         }

@@ -272,7 +272,7 @@ impl Connection {
             while let Some(frame) = next {
                 std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
                 self.hub.metrics.connections.message_out(frame.kind);
-                self.counts.messages_out += 1;
+                self.handle.counts().message_out();
                 ws.start_send_unpin(Message::Text(frame.text))?;
                 written += 1;
                 next = if written < WRITE_BATCH {
@@ -324,9 +324,9 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.journal().error_sent(code, None);
-        self.counts.errors += 1;
+        self.handle.counts().error();
         self.hub.metrics.connections.message_out(OutKind::Error);
-        self.counts.messages_out += 1;
+        self.handle.counts().message_out();
         let frame = ServerMessage::error(code, text, None).to_json();
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(frame))).await;
     }

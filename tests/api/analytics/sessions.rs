@@ -211,3 +211,41 @@ async fn the_end_of_a_grace_records_a_leave_for_the_old_session() {
     assert_eq!(s["closeReason"], "disconnected");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_still_open_shows_its_message_counts_so_far() {
+    let app = spawn_app().await;
+    let mut a = app.joined("live", "ann").await;
+    let mut b = app.joined("live", "bob").await;
+    a.recv_type("peer-joined").await;
+    for _ in 0..3 {
+        a.send(json!({"type":"offer","to":b.peer_id(),"data":{"sdp":"v=0"}}))
+            .await;
+        b.recv_type("offer").await;
+    }
+    a.send_text("not json").await;
+    a.recv_error("INVALID_MESSAGE").await;
+    // In: the join, three offers, the bad frame. Out: welcome, joined,
+    // peer-joined and the error, all read by the client already.
+    let id = a.welcome["sessionId"].as_str().unwrap().to_string();
+    let s = api_until(&app, &format!("/api/sessions/{id}"), |s| {
+        s["messagesIn"] == 5
+    })
+    .await;
+    assert!(s["endedAt"].is_null(), "{s}");
+    assert_eq!(s["messagesOut"], 4, "{s}");
+    assert_eq!(s["errors"], 1, "{s}");
+    let (status, list) = api(&app, "/api/sessions?room=live").await;
+    assert_eq!(status, 200);
+    let listed = session_of(&list, &id).expect("the open session is listed");
+    assert_eq!(listed["messagesIn"], 5, "{listed}");
+    assert_eq!(listed["messagesOut"], 4, "{listed}");
+    // Once it ends, the stored counts are the same.
+    a.close().await;
+    let ended = api_until(&app, &format!("/api/sessions/{id}"), |s| {
+        !s["endedAt"].is_null()
+    })
+    .await;
+    assert_eq!(ended["messagesIn"], 5, "{ended}");
+    assert_eq!(ended["messagesOut"], 4, "{ended}");
+}
