@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chatsubo::analytics::layout as keys;
 use chatsubo::analytics::{
     self, AnalyticsWriter, CloseReason, EventKind, Recorder, SessionFilter, SledOptions, SledStore,
-    Store,
+    Store, TelemetryEvent,
 };
 use chatsubo::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -67,17 +67,11 @@ impl Gen {
             (
                 id,
                 at + 50,
-                EventKind::Telemetry {
+                EventKind::Telemetry(TelemetryEvent {
                     event: "signaling-rtt".into(),
-                    peer: None,
-                    outcome: None,
                     ms: Some(12.5),
-                    reason: None,
-                    attempt: None,
-                    downtime_ms: None,
-                    code: None,
-                    message: None,
-                },
+                    ..TelemetryEvent::default()
+                }),
             ),
             (
                 id,

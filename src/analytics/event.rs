@@ -77,25 +77,7 @@ pub enum EventKind {
         reference: Option<String>,
     },
     /// A telemetry event the client reported.
-    Telemetry {
-        event: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        peer: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        outcome: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ms: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        attempt: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        downtime_ms: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        code: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        message: Option<String>,
-    },
+    Telemetry(TelemetryEvent),
     /// The connection ended (not stored as an event: it closes the session).
     End {
         close_reason: CloseReason,
@@ -121,10 +103,36 @@ impl EventKind {
     }
 }
 
-impl From<&ClientTelemetry> for EventKind {
+/// A telemetry event as stored: the event's name and the fields its type has.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryEvent {
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<&ClientTelemetry> for TelemetryEvent {
     /// The stored form of a client telemetry event: every field it validated.
     fn from(event: &ClientTelemetry) -> Self {
-        let mut stored = StoredTelemetry::default();
+        let mut stored = TelemetryEvent {
+            event: event.event_name().to_string(),
+            ..TelemetryEvent::default()
+        };
         match event {
             ClientTelemetry::PeerConnection {
                 peer,
@@ -154,41 +162,8 @@ impl From<&ClientTelemetry> for EventKind {
                 stored.message = message.clone();
             }
         }
-        let StoredTelemetry {
-            peer,
-            outcome,
-            ms,
-            reason,
-            attempt,
-            downtime_ms,
-            code,
-            message,
-        } = stored;
-        EventKind::Telemetry {
-            event: event.event_name().to_string(),
-            peer,
-            outcome,
-            ms,
-            reason,
-            attempt,
-            downtime_ms,
-            code,
-            message,
-        }
+        stored
     }
-}
-
-/// The optional fields of [`EventKind::Telemetry`], filled by event type.
-#[derive(Default)]
-struct StoredTelemetry {
-    peer: Option<String>,
-    outcome: Option<String>,
-    ms: Option<f64>,
-    reason: Option<String>,
-    attempt: Option<u32>,
-    downtime_ms: Option<f64>,
-    code: Option<String>,
-    message: Option<String>,
 }
 
 /// How a session ended, as the API names it.

@@ -27,7 +27,7 @@ mod writer;
 
 pub use batch::apply_events;
 pub use codec::RoomStats;
-pub use event::{CloseReason, Event, EventKind, SessionRecord, StoredEvent};
+pub use event::{CloseReason, Event, EventKind, SessionRecord, StoredEvent, TelemetryEvent};
 pub use opening::{Opened, open, open_or_defer};
 pub use query::{
     SessionFilter, SessionPage, Stats, all_room_totals, churn_by_bucket, list_sessions,

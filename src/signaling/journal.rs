@@ -20,6 +20,21 @@ use crate::protocol::{ClientTelemetry, ErrorCode, LeaveReason, PeerOutcome, Room
 /// wherever in signaling they are written.
 const TARGET: &str = "chatsubo::signaling::connection";
 
+/// The log line of an event of a peer in a room: `event`, the session, the
+/// peer, the room, then the event's own fields, at info.
+macro_rules! room_line {
+    ($journal:expr, $event:literal, $peer:expr, $room:expr, $($rest:tt)+) => {
+        tracing::info!(
+            target: TARGET,
+            event = $event,
+            session_id = %$journal.session_id,
+            peer_id = %$peer,
+            room = %$room,
+            $($rest)+
+        )
+    };
+}
+
 /// Records the events of one session.
 pub struct Journal<'a> {
     hub: &'a Hub,
@@ -95,15 +110,7 @@ impl<'a> Journal<'a> {
             display_name,
             size: size as u64,
         });
-        tracing::info!(
-            target: TARGET,
-            event = "peer_joined",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
-            size,
-            "peer joined"
-        );
+        room_line!(self, "peer_joined", peer, room, size, "peer joined");
     }
 
     /// A join refused with `ROOM_FULL`.
@@ -112,14 +119,7 @@ impl<'a> Journal<'a> {
         self.record(EventKind::RoomFull {
             room: room.as_str().to_string(),
         });
-        tracing::info!(
-            target: TARGET,
-            event = "room_full",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
-            "join refused: room full"
-        );
+        room_line!(self, "room_full", peer, room, "join refused: room full");
     }
 
     /// A join carried a resume token.
@@ -136,14 +136,7 @@ impl<'a> Journal<'a> {
             resumed_from: Some(resumed_from.to_string()),
             size: size as u64,
         });
-        tracing::info!(
-            target: TARGET,
-            event = "peer_resumed",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
-            "peer resumed"
-        );
+        room_line!(self, "peer_resumed", peer, room, "peer resumed");
         self.hub
             .metrics
             .rooms
@@ -172,12 +165,11 @@ impl<'a> Journal<'a> {
     /// The peer left `room` for good (its `peer-left` has gone out).
     pub fn left(&self, room: &RoomName, peer: &str, reason: LeaveReason) {
         self.leave_recorded(room, peer, reason);
-        tracing::info!(
-            target: TARGET,
-            event = "peer_left",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
+        room_line!(
+            self,
+            "peer_left",
+            peer,
+            room,
             reason = reason.as_str(),
             "peer left"
         );
@@ -203,12 +195,11 @@ impl<'a> Journal<'a> {
             peer: peer.to_string(),
             token_id: token,
         });
-        tracing::info!(
-            target: TARGET,
-            event = "peer_left",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
+        room_line!(
+            self,
+            "peer_left",
+            peer,
+            room,
             reason = reason.as_str(),
             "resume grace ended"
         );
@@ -226,12 +217,11 @@ impl<'a> Journal<'a> {
                 reason.as_str().to_string()
             },
         });
-        tracing::info!(
-            target: TARGET,
-            event = "peer_away",
-            session_id = %self.session_id,
-            peer_id = %peer,
-            room = %room,
+        room_line!(
+            self,
+            "peer_away",
+            peer,
+            room,
             reason = reason.as_str(),
             "peer dropped; holding its place for the resume grace"
         );
@@ -306,7 +296,7 @@ impl<'a> Journal<'a> {
             ClientTelemetry::ConnectTime { ms } => m.client_connect_seconds.observe(ms / 1000.0),
             ClientTelemetry::ClientError { code, .. } => m.client_error(code),
         }
-        self.record(EventKind::from(event));
+        self.record(EventKind::Telemetry(event.into()));
         tracing::debug!(
             target: TARGET,
             event = "client_telemetry",

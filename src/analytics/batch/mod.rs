@@ -250,7 +250,7 @@ impl BatchState {
                 self.room(store, room, at)?;
                 self.churn(store, room, at, |c| c.rejections += 1)?;
             }
-            EventKind::Error { .. } | EventKind::Telemetry { .. } => {}
+            EventKind::Error { .. } | EventKind::Telemetry(_) => {}
             EventKind::End {
                 close_reason,
                 messages_in,
