@@ -2,6 +2,7 @@
 //! and, with the analytics store, `/api/*`. Errors are JSON everywhere.
 
 mod api;
+mod client_addr;
 mod errors;
 mod health;
 mod metrics;
@@ -9,24 +10,24 @@ mod slow;
 mod static_files;
 mod ws;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
+pub use client_addr::{ClientAddr, client_addr};
 pub use errors::{ApiError, json_error};
 pub use slow::SlowStage;
 
 use crate::signaling::Hub;
 
-/// The client's address, put on each request by the accept loop.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
-
 /// Every route of the server.
 pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
     SlowStage::touch_series(&hub.metrics);
+    hub.metrics
+        .edge
+        .connections_refused
+        .with_label_values(&[ws::ORIGIN_REFUSED]);
     ws::route(hub.clone())
         .or(health::route(hub.clone()))
         .unify()

@@ -69,6 +69,9 @@ fn upgrade(
         Ok(key) => key,
         Err(refused) => return *refused,
     };
+    if let Err(refused) = check_origin(hub, headers) {
+        return *refused;
+    }
     let (Some(on_upgrade), Some(ClientAddr(remote))) = (on_upgrade, addr) else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -142,6 +145,36 @@ fn handshake_key(headers: &HeaderMap) -> Result<&HeaderValue, Box<Response>> {
         ))
     })
 }
+
+/// With `--allowed-origin`, a browser's upgrade (it sends `Origin`) from a
+/// page of another origin is refused before the WebSocket opens: otherwise
+/// any web site could use this server, and the TURN credentials it hands
+/// out. Clients that send no `Origin` (native apps) are served.
+fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let allowed = &hub.config.edge.allowed_origins;
+    let Some(origin) = headers.get(header::ORIGIN).filter(|_| !allowed.is_empty()) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+    if allowed.contains(&origin) {
+        return Ok(());
+    }
+    hub.metrics
+        .edge
+        .connections_refused
+        .with_label_values(&[ORIGIN_REFUSED])
+        .inc();
+    let shown: String = origin.chars().take(256).collect();
+    tracing::info!(event = "origin_refused", origin = %shown, "WebSocket upgrade from a page of an origin not in --allowed-origin");
+    Err(Box::new(json_error(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        "this server does not accept WebSocket connections from pages of this origin",
+    )))
+}
+
+/// The `reason` label of upgrades refused by `--allowed-origin`.
+pub const ORIGIN_REFUSED: &str = "origin";
 
 /// A place under the connection caps for a client at `address`, or the
 /// answer that it has none (counted and logged).

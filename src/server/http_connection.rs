@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 
 use super::watched::{Activity, GaugeGuard, WatchedStream};
-use crate::http::{ClientAddr, SlowStage};
+use crate::http::{SlowStage, client_addr};
 use crate::signaling::Hub;
 
 /// Most bytes hyper buffers for one connection's request head (its default
@@ -41,9 +41,11 @@ pub fn spawn<S>(
     let stream = WatchedStream::new(stream);
     let activity = stream.activity.clone();
     let seen = activity.clone();
+    let trusted = hub.config.edge.trusted_proxies.clone();
     let per_connection = service_fn(move |mut req: hyper::Request<Incoming>| {
         seen.request_started();
-        req.extensions_mut().insert(ClientAddr(remote));
+        let client = client_addr(remote, req.headers(), &trusted);
+        req.extensions_mut().insert(client);
         let mut service = service.clone();
         async move { tower_service::Service::call(&mut service, req).await }
     });

@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, Registry};
 
-use super::families::{counter_vec, gauge};
+use super::families::{counter_vec, gauge, touch};
 
 pub struct EdgeMetrics {
     /// Open HTTP connections not upgraded to WebSocket.
@@ -11,11 +11,21 @@ pub struct EdgeMetrics {
     pub connections_refused: IntCounterVec,
     /// Connections dropped for being too slow, by stage.
     pub slow_clients: IntCounterVec,
+    /// Requests to /api/* and /dashboard refused, by why.
+    pub api_refusals: IntCounterVec,
 }
 
 impl EdgeMetrics {
     pub fn register(r: &Registry) -> Self {
+        let api_refusals = counter_vec(
+            r,
+            "chatsubo_api_refusals_total",
+            "Requests to /api/* and /dashboard refused, by reason: token (401, wrong or missing --api-token), host (403, a Host name not loopback nor --allowed-host), address (403, not a loopback client).",
+            &["reason"],
+        );
+        touch(&api_refusals, &[&["token"], &["host"], &["address"]]);
         EdgeMetrics {
+            api_refusals,
             http_connections: gauge(
                 r,
                 "chatsubo_http_connections",
@@ -24,7 +34,7 @@ impl EdgeMetrics {
             connections_refused: counter_vec(
                 r,
                 "chatsubo_connections_refused_total",
-                "Connections refused by a cap, by cap: total and per_ip (WebSocket upgrades), http_total (open HTTP connections).",
+                "Connections refused, by reason: total and per_ip (the WebSocket caps), origin (an Origin not in --allowed-origin), http_total (open HTTP connections).",
                 &["reason"],
             ),
             slow_clients: counter_vec(

@@ -69,14 +69,15 @@ async fn without_a_token_loopback_clients_are_served() {
 }
 
 /// The filter tree called directly, with the client address the accept
-/// loop would have put on the request (tests may only use loopback sockets).
+/// loop would have put on the request (tests may only use loopback sockets)
+/// and the loopback `Host` a client of this machine names.
 async fn status_from(
     routes: &warp::filters::BoxedFilter<(warp::reply::Response,)>,
     path: &str,
     from: &str,
     token: Option<&str>,
 ) -> u16 {
-    let mut req = warp::http::Request::get(path);
+    let mut req = warp::http::Request::get(path).header("host", "127.0.0.1");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }

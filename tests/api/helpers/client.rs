@@ -25,7 +25,21 @@ impl Client {
     /// Connects and reads the welcome; the handshake error if the server
     /// refused the upgrade.
     pub async fn try_connect(url: &str) -> Result<Client, WsError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Client::try_connect_with(url, &[]).await
+    }
+
+    /// Connects with extra upgrade headers (`Origin`, `X-Forwarded-For`, …).
+    pub async fn try_connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, WsError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         let mut c = Client {
             ws,
             welcome: Value::Null,

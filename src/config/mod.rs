@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod edge;
+
+pub use edge::EdgeConfig;
+
 /// Chatsubo: a WebRTC signaling server with session history, metrics, logs and traces.
 ///
 /// Every flag can also be set by an environment variable named
@@ -144,6 +148,9 @@ pub struct Config {
     #[arg(long, env = "CHATSUBO_ANALYTICS_QUEUE", default_value_t = 65536,
           value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
     pub analytics_queue: u64,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 }
 
 /// How often the log file rotates.
