@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -27,13 +28,60 @@ const CHROMIUM_ARGS = [
 ];
 
 /** Debian's headless Chromium, set up for WebRTC between pages. */
-export function launchChromium() {
+export function launchChromium({ extraArgs = [] } = {}) {
+  const args = [...CHROMIUM_ARGS, ...extraArgs];
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     // Chromium's sandbox refuses to start as root.
-    args: process.getuid?.() === 0 ? [...CHROMIUM_ARGS, "--no-sandbox"] : CHROMIUM_ARGS,
+    args: process.getuid?.() === 0 ? [...args, "--no-sandbox"] : args,
   });
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real nginx with the shipped deploy/nginx/chatsubo.conf in front of the
+ * server on `upstream`, terminating TLS on 127.0.0.1 (tests/nginx/in-front.sh).
+ * Resolves to { base: "https://127.0.0.1:PORT", stop() } once it listens.
+ */
+export async function startNginx({ dir, upstream }) {
+  const [tls, http] = [await freePort(), await freePort()];
+  const script = fileURLToPath(new URL("../nginx/in-front.sh", import.meta.url));
+  const proc = spawn("bash", [script, dir, String(upstream), String(tls), String(http)], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const exited = new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
+  await eventually(
+    () =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null) return resolve(false);
+        const socket = connect(tls, "127.0.0.1", () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once("error", () => resolve(false));
+      }),
+    20_000,
+    "nginx listening (is it installed? scripts/test.sh installs it)",
+  );
+  return {
+    base: `https://127.0.0.1:${tls}`,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+      return exited;
+    },
+  };
 }
 
 /** A scratch directory for one test run; removed by the caller. */

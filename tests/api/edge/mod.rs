@@ -4,6 +4,7 @@
 //! in front over TLS.
 
 mod host;
+mod nginx;
 
 mod origin;
 mod proxy;
