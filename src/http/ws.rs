@@ -191,6 +191,7 @@ fn admit(hub: &Hub, address: IpAddr) -> Result<ConnectionPermit, Box<Response>> 
     tracing::warn!(
         event = "connection_refused",
         cap = refused.as_str(),
+        remote_addr = %address,
         "connection cap reached"
     );
     let (status, message) = match refused {
