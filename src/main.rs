@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use chatsubo::Config;
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let mut config = match Config::try_parse() {
         Ok(config) => config,
         Err(err)
             if matches!(
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(message) = config.validate() {
+    if let Err(message) = config.prepare() {
         eprintln!("chatsubo: {message}");
         return ExitCode::from(2);
     }

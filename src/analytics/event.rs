@@ -124,6 +124,9 @@ pub struct TelemetryEvent {
     pub code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How a connected pair connected (`relay`: through TURN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl From<&ClientTelemetry> for TelemetryEvent {
@@ -139,11 +142,13 @@ impl From<&ClientTelemetry> for TelemetryEvent {
                 outcome,
                 ms,
                 reason,
+                path,
             } => {
                 stored.peer = Some(peer.clone());
                 stored.outcome = Some(outcome.as_str().to_string());
                 stored.ms = *ms;
                 stored.reason = reason.clone();
+                stored.path = path.map(|p| p.as_str().to_string());
             }
             ClientTelemetry::Reconnect {
                 attempt,

@@ -312,6 +312,70 @@ pub fn churn_by_bucket(
     Ok(out.into_iter().collect())
 }
 
+/// The `p` quantile of sorted, non-empty `values` (nearest rank).
+fn rank<T: Copy>(values: &[T], p: f64) -> T {
+    let n = values.len();
+    values[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
+}
+
+/// What the clients of the sessions in the range reported about their peer
+/// connections: one scan of those sessions' events (keyed by session id,
+/// so by connection time).
+fn peer_connection_stats(
+    store: &dyn Store,
+    (since_ms, until_ms): (u64, u64),
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    let first = keys::first_id_at(since_ms);
+    let last = keys::last_id_at(until_ms - 1);
+    let mut times = Vec::new();
+    let mut failure = None;
+    store.scan(
+        Tree::Events,
+        Bound::Included(&keys::event_key(first, 0, 0)),
+        Bound::Included(&keys::event_key(last, u64::MAX, u64::MAX)),
+        false,
+        &mut |_, v| {
+            let group = match decode_events(v) {
+                Ok(group) => group,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            for event in group {
+                let EventKind::Telemetry(t) = event.kind else {
+                    continue;
+                };
+                if t.event != "peer-connection" {
+                    continue;
+                }
+                match t.outcome.as_deref() {
+                    Some("connected") => {
+                        stats.peer_connections += 1;
+                        if t.path.as_deref() == Some("relay") {
+                            stats.relayed_connections += 1;
+                        }
+                        times.extend(t.ms);
+                    }
+                    Some("failed") => stats.failed_peer_connections += 1,
+                    _ => {}
+                }
+            }
+            true
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if !times.is_empty() {
+        times.sort_unstable_by(f64::total_cmp);
+        stats.p50_peer_connect_ms = Some(rank(&times, 0.50));
+        stats.p95_peer_connect_ms = Some(rank(&times, 0.95));
+    }
+    Ok(())
+}
+
 /// `GET /api/stats`.
 #[derive(Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -323,6 +387,15 @@ pub struct Stats {
     pub reconnects: u64,
     pub room_full_rejections: u64,
     pub peak_connections: u64,
+    /// Client-reported peer connections that connected.
+    pub peer_connections: u64,
+    /// Those of them whose selected pair went through TURN (`path: relay`).
+    pub relayed_connections: u64,
+    /// Client-reported peer connections that failed.
+    pub failed_peer_connections: u64,
+    /// Client-reported time to a connected peer, median and 95th percentile.
+    pub p50_peer_connect_ms: Option<f64>,
+    pub p95_peer_connect_ms: Option<f64>,
 }
 
 /// Statistics of the sessions that connected in `[since_ms, until_ms)`.
@@ -366,12 +439,11 @@ pub fn session_stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow:
     }
     if !durations.is_empty() {
         durations.sort_unstable();
-        let n = durations.len();
-        stats.avg_duration_ms = Some(durations.iter().sum::<u64>() / n as u64);
-        let rank = |p: f64| durations[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        stats.p50_duration_ms = Some(rank(0.50));
-        stats.p95_duration_ms = Some(rank(0.95));
+        stats.avg_duration_ms = Some(durations.iter().sum::<u64>() / durations.len() as u64);
+        stats.p50_duration_ms = Some(rank(&durations, 0.50));
+        stats.p95_duration_ms = Some(rank(&durations, 0.95));
     }
+    peer_connection_stats(store, (since_ms, until_ms), &mut stats)?;
     store.scan(
         Tree::Peaks,
         Bound::Included(&keys::peak_key(keys::bucket_start(since_ms))),

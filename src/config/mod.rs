@@ -8,8 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 
 mod edge;
+mod ice;
 
 pub use edge::EdgeConfig;
+pub use ice::{IceConfig, TURN_SECRET_VAR, TurnSecret};
 
 /// Chatsubo: a WebRTC signaling server with session history, metrics, logs and traces.
 ///
@@ -151,6 +153,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub edge: EdgeConfig,
+
+    #[command(flatten)]
+    pub ice: IceConfig,
 }
 
 /// How often the log file rotates.
@@ -210,6 +215,13 @@ impl Config {
     /// The largest accepted message in bytes.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes as usize
+    }
+
+    /// [`Config::validate`], then reads what the configuration names (the
+    /// TURN secret): what a server needs before it starts. One line on error.
+    pub fn prepare(&mut self) -> Result<(), String> {
+        self.validate()?;
+        self.ice.load_secret()
     }
 
     /// Checks the rules that join several flags; the message is one line.

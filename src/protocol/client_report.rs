@@ -26,6 +26,34 @@ impl PeerOutcome {
     }
 }
 
+/// The path a connected pair took: the local candidate type of the
+/// selected candidate pair (`relay`: through TURN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidatePath {
+    Host,
+    Srflx,
+    Prflx,
+    Relay,
+}
+
+impl CandidatePath {
+    pub const ALL: [CandidatePath; 4] = [
+        CandidatePath::Host,
+        CandidatePath::Srflx,
+        CandidatePath::Prflx,
+        CandidatePath::Relay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidatePath::Host => "host",
+            CandidatePath::Srflx => "srflx",
+            CandidatePath::Prflx => "prflx",
+            CandidatePath::Relay => "relay",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReconnectOutcome {
     Success,
@@ -49,6 +77,8 @@ pub enum ClientTelemetry {
         outcome: PeerOutcome,
         ms: Option<f64>,
         reason: Option<String>,
+        /// How the pair connected, when the client says.
+        path: Option<CandidatePath>,
     },
     Reconnect {
         attempt: u32,
@@ -113,11 +143,16 @@ pub(super) fn decode(f: &Fields<'_>) -> Result<ClientTelemetry, ProtocolError> {
                 Some(raw) => Some(short_code(raw, "reason")?),
                 None => None,
             };
+            let path = match f.path {
+                Some(raw) => Some(candidate_path(raw)?),
+                None => None,
+            };
             ClientTelemetry::PeerConnection {
                 peer: peer.into_owned(),
                 outcome,
                 ms,
                 reason,
+                path,
             }
         }
         "reconnect" => {
@@ -174,6 +209,14 @@ fn millis(raw: &RawValue, name: &str) -> Result<f64, ProtocolError> {
         })
 }
 
+fn candidate_path(raw: &RawValue) -> Result<CandidatePath, ProtocolError> {
+    let text = string(raw, "path")?;
+    CandidatePath::ALL
+        .into_iter()
+        .find(|p| p.as_str() == text)
+        .ok_or_else(|| ProtocolError::invalid("path must be host, srflx, prflx or relay"))
+}
+
 /// A machine-readable code: 1 to 64 characters from `[A-Za-z0-9_.:-]`.
 fn short_code(raw: &RawValue, name: &str) -> Result<String, ProtocolError> {
     let text = string(raw, name)?;
@@ -213,7 +256,20 @@ mod tests {
                 peer: "p_b2".into(),
                 outcome: PeerOutcome::Connected,
                 ms: Some(830.0),
-                reason: None
+                reason: None,
+                path: None,
+            }
+        );
+        assert_eq!(
+            ok(
+                r#"{"type":"telemetry","event":"peer-connection","peer":"p_b2","outcome":"connected","ms":830,"path":"relay"}"#
+            ),
+            ClientTelemetry::PeerConnection {
+                peer: "p_b2".into(),
+                outcome: PeerOutcome::Connected,
+                ms: Some(830.0),
+                reason: None,
+                path: Some(CandidatePath::Relay),
             }
         );
         assert!(matches!(
@@ -264,6 +320,8 @@ mod tests {
             r#"{"type":"telemetry","event":"peer-connection","peer":"p","outcome":"meh","ms":1}"#,
             r#"{"type":"telemetry","event":"peer-connection","peer":"p","outcome":"connected"}"#,
             r#"{"type":"telemetry","event":"peer-connection","peer":"p","outcome":"failed","reason":"a b"}"#,
+            r#"{"type":"telemetry","event":"peer-connection","peer":"p","outcome":"connected","ms":1,"path":"turn"}"#,
+            r#"{"type":"telemetry","event":"peer-connection","peer":"p","outcome":"connected","ms":1,"path":3}"#,
             r#"{"type":"telemetry","event":"reconnect","attempt":0,"outcome":"success"}"#,
             r#"{"type":"telemetry","event":"reconnect","attempt":1.5,"outcome":"success"}"#,
             r#"{"type":"telemetry","event":"reconnect","attempt":1,"outcome":"maybe"}"#,

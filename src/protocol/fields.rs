@@ -47,6 +47,8 @@ pub(super) struct Fields<'a> {
     pub(super) code: Option<&'a RawValue>,
     #[serde(borrow)]
     pub(super) message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) path: Option<&'a RawValue>,
 }
 
 pub(super) fn required<'a>(

@@ -20,11 +20,12 @@ pub enum MessageType {
     IceCandidate,
     Ping,
     Telemetry,
+    IceServers,
     Invalid,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 8] = [
+    pub const ALL: [MessageType; 9] = [
         MessageType::Join,
         MessageType::Leave,
         MessageType::Offer,
@@ -32,6 +33,7 @@ impl MessageType {
         MessageType::IceCandidate,
         MessageType::Ping,
         MessageType::Telemetry,
+        MessageType::IceServers,
         MessageType::Invalid,
     ];
 
@@ -44,6 +46,7 @@ impl MessageType {
             MessageType::IceCandidate => "ice-candidate",
             MessageType::Ping => "ping",
             MessageType::Telemetry => "telemetry",
+            MessageType::IceServers => "ice-servers",
             MessageType::Invalid => "invalid",
         }
     }
@@ -57,6 +60,7 @@ impl MessageType {
             "ice-candidate" => MessageType::IceCandidate,
             "ping" => MessageType::Ping,
             "telemetry" => MessageType::Telemetry,
+            "ice-servers" => MessageType::IceServers,
             _ => return None,
         })
     }
@@ -102,6 +106,8 @@ pub enum ClientMessage<'a> {
         id: Option<serde_json::Number>,
     },
     Telemetry(ClientTelemetry),
+    /// Fresh STUN/TURN servers and credentials, please.
+    IceServers,
 }
 
 /// A validated client message with the trace context it carried.
@@ -119,6 +125,7 @@ impl Inbound<'_> {
             ClientMessage::Relay { kind, .. } => kind.message_type(),
             ClientMessage::Ping { .. } => MessageType::Ping,
             ClientMessage::Telemetry(_) => MessageType::Telemetry,
+            ClientMessage::IceServers => MessageType::IceServers,
         }
     }
 }
@@ -204,6 +211,7 @@ fn decode(kind: MessageType, f: Fields<'_>) -> Result<Inbound<'_>, ProtocolError
             ClientMessage::Ping { id }
         }
         MessageType::Telemetry => ClientMessage::Telemetry(client_report::decode(&f)?),
+        MessageType::IceServers => ClientMessage::IceServers,
         MessageType::Invalid => unreachable!("from_wire never yields Invalid"),
     };
     Ok(Inbound {

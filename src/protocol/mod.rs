@@ -13,7 +13,7 @@ mod outbound;
 mod proptests;
 mod traceparent;
 
-pub use client_report::{ClientTelemetry, PeerOutcome, ReconnectOutcome};
+pub use client_report::{CandidatePath, ClientTelemetry, PeerOutcome, ReconnectOutcome};
 pub use error::{ErrorCode, ErrorKind, ProtocolError};
 pub use ids::{peer_of_session, session_of_peer};
 pub use inbound::{ClientMessage, Inbound, MessageType, RelayKind, parse};

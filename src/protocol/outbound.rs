@@ -51,11 +51,12 @@ pub enum OutKind {
     Answer,
     IceCandidate,
     Pong,
+    IceServers,
     Error,
 }
 
 impl OutKind {
-    pub const ALL: [OutKind; 9] = [
+    pub const ALL: [OutKind; 10] = [
         OutKind::Welcome,
         OutKind::Joined,
         OutKind::PeerJoined,
@@ -64,6 +65,7 @@ impl OutKind {
         OutKind::Answer,
         OutKind::IceCandidate,
         OutKind::Pong,
+        OutKind::IceServers,
         OutKind::Error,
     ];
 
@@ -77,6 +79,7 @@ impl OutKind {
             OutKind::Answer => "answer",
             OutKind::IceCandidate => "ice-candidate",
             OutKind::Pong => "pong",
+            OutKind::IceServers => "ice-servers",
             OutKind::Error => "error",
         }
     }
@@ -104,6 +107,9 @@ pub enum ServerMessage<'a> {
         resume_token: &'a str,
         heartbeat_interval_ms: u64,
         max_room_size: u32,
+        /// `RTCIceServer`s, when STUN or TURN urls are configured.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<&'a RawValue>,
     },
     Joined {
         room: &'a str,
@@ -124,6 +130,8 @@ pub enum ServerMessage<'a> {
         id: Option<&'a serde_json::Number>,
         server_time: &'a str,
     },
+    /// The answer to `ice-servers`: fresh credentials (`[]` when none).
+    IceServers { ice_servers: &'a RawValue },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -141,6 +149,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::PeerJoined { .. } => "peer-joined",
             ServerMessage::PeerLeft { .. } => "peer-left",
             ServerMessage::Pong { .. } => "pong",
+            ServerMessage::IceServers { .. } => "ice-servers",
             ServerMessage::Error { .. } => "error",
         }
     }
@@ -202,6 +211,7 @@ mod tests {
             resume_token: "tok",
             heartbeat_interval_ms: 15000,
             max_room_size: 10,
+            ice_servers: None,
         };
         assert_eq!(
             w.to_json(),

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::ice::IceServers;
 use super::ids::IdGenerator;
 use super::labels;
 use super::limits::ConnectionLimits;
@@ -30,6 +31,8 @@ pub struct Hub {
     pub ids: IdGenerator,
     pub limits: Arc<ConnectionLimits>,
     pub metrics: Arc<Metrics>,
+    /// The STUN and TURN servers peers are given, if any are configured.
+    pub ice: Option<IceServers>,
     /// Where connections record analytics events (never waits).
     pub recorder: Recorder,
     /// The analytics store, read by `/api` (absent in a hub without one).
@@ -60,6 +63,7 @@ impl Hub {
     ) -> Arc<Self> {
         labels::touch_series(&metrics);
         Arc::new(Hub {
+            ice: IceServers::new(&config.ice),
             recorder,
             store,
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),

@@ -279,9 +279,12 @@ impl<'a> Journal<'a> {
     pub fn telemetry(&self, event: &ClientTelemetry) {
         let m = &self.hub.metrics.reports;
         match event {
-            ClientTelemetry::PeerConnection { outcome, ms, .. } => {
+            ClientTelemetry::PeerConnection {
+                outcome, ms, path, ..
+            } => {
+                let path = path.map_or("unknown", |p| p.as_str());
                 m.peer_connections
-                    .with_label_values(&[outcome.as_str()])
+                    .with_label_values(&[outcome.as_str(), path])
                     .inc();
                 if let (PeerOutcome::Connected, Some(ms)) = (outcome, ms) {
                     m.peer_connect_seconds.observe(ms / 1000.0);

@@ -11,6 +11,7 @@
 mod connection;
 mod grace;
 mod hub;
+mod ice;
 mod ids;
 mod journal;
 mod labels;
@@ -23,6 +24,7 @@ mod room;
 
 pub use connection::{CLOSE_SUPERSEDED, ConnectionInfo, serve};
 pub use hub::{Hub, OUTBOUND_QUEUE};
+pub use ice::{IceServers, turn_credential};
 pub use ids::{IdGenerator, PeerId, peer_id_of};
 pub use journal::Journal;
 pub use labels::{DropReason, KickReason};

@@ -134,3 +134,79 @@ fn contradicting_flags_are_one_line_and_exit_code_2() {
         "--max-connections-per-ip",
     );
 }
+
+#[test]
+fn a_bad_ice_configuration_is_one_line_and_exit_code_2_and_never_shows_the_secret() {
+    let turn = "turn:127.0.0.1:3478";
+    assert_refused(
+        &chatsubo(&["--turn-url", turn], &[]),
+        "CHATSUBO_TURN_SECRET",
+    );
+    assert_refused(
+        &chatsubo(
+            &[
+                "--turn-url",
+                turn,
+                "--turn-secret-file",
+                "/nonexistent/secret",
+            ],
+            &[],
+        ),
+        "cannot read --turn-secret-file",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "  \n").unwrap();
+    let empty = empty.to_str().unwrap();
+    assert_refused(
+        &chatsubo(&["--turn-url", turn, "--turn-secret-file", empty], &[]),
+        "is empty",
+    );
+    assert_refused(
+        &chatsubo(&["--turn-url", turn], &[("CHATSUBO_TURN_SECRET", " ")]),
+        "CHATSUBO_TURN_SECRET is empty",
+    );
+    assert_refused(&chatsubo(&["--turn-url", "http://t:3478"], &[]), "turn-url");
+    assert_refused(&chatsubo(&["--stun-url", "turn:t:3478"], &[]), "stun-url");
+    assert_refused(
+        &chatsubo(&[], &[("CHATSUBO_TURN_URL", "turn:ok:3478,nope")]),
+        "nope",
+    );
+    assert_refused(&chatsubo(&["--turn-ttl-secs", "0"], &[]), "turn-ttl-secs");
+    // Both sources of the secret: refused, and the secret is not echoed.
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "file-SECRET-1").unwrap();
+    let run = chatsubo(
+        &[
+            "--turn-url",
+            turn,
+            "--turn-secret-file",
+            file.to_str().unwrap(),
+        ],
+        &[("CHATSUBO_TURN_SECRET", "env-SECRET-2")],
+    );
+    assert_refused(&run, "not both");
+    assert!(!run.stderr.contains("SECRET-"), "{}", run.stderr);
+}
+
+#[test]
+fn help_names_the_ice_flags_and_warns_about_origins() {
+    let run = chatsubo(&["--help"], &[]);
+    for flag in [
+        "--turn-url",
+        "--turn-secret-file",
+        "--turn-ttl-secs",
+        "--stun-url",
+        "--allowed-origin",
+        "--allowed-host",
+        "--trusted-proxy",
+        "CHATSUBO_TURN_SECRET",
+    ] {
+        assert!(run.stdout.contains(flag), "{flag} missing from --help");
+    }
+    assert!(run.stdout.contains("[default: 86400]"));
+    assert!(
+        run.stdout.contains("any web site can get credentials"),
+        "--help says that TURN without --allowed-origin is open to any site"
+    );
+}

@@ -231,10 +231,13 @@ async fn scripted_scenario_matches_every_metric_exactly() {
         (r#"chatsubo_reconnections_total{outcome="expired"}"#, 1.0),
         ("chatsubo_session_duration_seconds_count", 6.0),
         (
-            r#"chatsubo_peer_connections_total{outcome="connected"}"#,
+            r#"chatsubo_peer_connections_total{outcome="connected",path="unknown"}"#,
             1.0,
         ),
-        (r#"chatsubo_peer_connections_total{outcome="failed"}"#, 1.0),
+        (
+            r#"chatsubo_peer_connections_total{outcome="failed",path="unknown"}"#,
+            1.0,
+        ),
         ("chatsubo_peer_connect_seconds_count", 1.0),
         ("chatsubo_peer_connect_seconds_sum", 0.83),
         ("chatsubo_signaling_rtt_seconds_count", 1.0),

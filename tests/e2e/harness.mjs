@@ -152,6 +152,23 @@ export async function eventually(probe, ms = 30_000, what = "condition", explain
   throw new Error(`timed out waiting for ${what}; last: ${last?.message ?? JSON.stringify(last)} ${context}`);
 }
 
+/**
+ * The sum of every sample of `family` whose labels include all of
+ * `labels` (`{outcome: "connected"}`), 0 when there is none.
+ */
+export function total(text, family, labels = {}) {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#") || !line.startsWith(family)) continue;
+    const at = line.lastIndexOf(" ");
+    const series = line.slice(0, at);
+    if (series !== family && !series.startsWith(`${family}{`)) continue;
+    const matches = Object.entries(labels).every(([k, v]) => series.includes(`${k}="${v}"`));
+    if (matches) sum += Number(line.slice(at + 1));
+  }
+  return sum;
+}
+
 /** One sample of a Prometheus text exposition (0 when absent). */
 export function sample(text, name) {
   for (const line of text.split("\n")) {

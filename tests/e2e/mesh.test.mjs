@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
 
-import { eventually, launchChromium, sample, scratch, startServer } from "./harness.mjs";
+import { eventually, launchChromium, sample, scratch, startServer, total } from "./harness.mjs";
 
 const PAGES = 3;
 const ROOM = "e2e-mesh";
@@ -77,12 +77,12 @@ test("three pages build a full mesh, chat both ways, and survive a server crash"
   // --- what the clients reported reaches the server's metrics --------------
   const links = PAGES * (PAGES - 1);
   await eventually(
-    async () => sample(await metrics(), 'chatsubo_peer_connections_total{outcome="connected"}') === links,
+    async () => total(await metrics(), "chatsubo_peer_connections_total", { outcome: "connected" }) === links,
     20_000,
     `${links} connected peer connections in /metrics`,
   );
   const text = await metrics();
-  assert.equal(sample(text, 'chatsubo_peer_connections_total{outcome="failed"}'), 0);
+  assert.equal(total(text, "chatsubo_peer_connections_total", { outcome: "failed" }), 0);
   assert.ok(sample(text, "chatsubo_peer_connect_seconds_count") >= links);
   assert.ok(sample(text, "chatsubo_client_connect_seconds_count") >= PAGES);
 

@@ -20,7 +20,7 @@ mod strategies;
 use render::{render, style, write_string};
 use strategies::*;
 
-const TYPES: [&str; 7] = [
+const TYPES: [&str; 8] = [
     "join",
     "leave",
     "offer",
@@ -28,10 +28,11 @@ const TYPES: [&str; 7] = [
     "ice-candidate",
     "ping",
     "telemetry",
+    "ice-servers",
 ];
 
 /// Every field name some client message reads.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "type",
     "room",
     "displayName",
@@ -49,6 +50,7 @@ const FIELDS: [&str; 17] = [
     "downtimeMs",
     "code",
     "message",
+    "path",
 ];
 
 // ---------------------------------------------------------------- oracles --
@@ -123,7 +125,9 @@ fn check_reserialises(inbound: &Inbound<'_>) -> Result<(), TestCaseError> {
             server_time: "2026-01-01T00:00:00.000Z",
         }
         .to_json(),
-        ClientMessage::Leave | ClientMessage::Telemetry(_) => return Ok(()),
+        ClientMessage::Leave | ClientMessage::Telemetry(_) | ClientMessage::IceServers => {
+            return Ok(());
+        }
     };
     serde_json::from_str::<Value>(&frame).map_err(fail)?;
     Ok(())
@@ -436,7 +440,7 @@ proptest! {
             .collect();
         let (message, expected) = match variant {
             0 => (
-                ServerMessage::Welcome { peer_id: &a, session_id: &b, resume_token: &c, heartbeat_interval_ms: n, max_room_size: m },
+                ServerMessage::Welcome { peer_id: &a, session_id: &b, resume_token: &c, heartbeat_interval_ms: n, max_room_size: m, ice_servers: None },
                 json!({"type": "welcome", "peerId": a, "sessionId": b, "resumeToken": c, "heartbeatIntervalMs": n, "maxRoomSize": m}),
             ),
             1 => (

@@ -138,8 +138,9 @@ pub(super) fn telemetry() -> impl Strategy<Value = (Map<String, Value>, ClientTe
         prop::option::of(millis()),
         prop::option::of(short_code()),
         any::<bool>(),
+        prop::option::of(select(CandidatePath::ALL.to_vec())),
     )
-        .prop_map(|(peer, connected, ms, reason, int)| {
+        .prop_map(|(peer, connected, ms, reason, int, path)| {
             // A connected peer must say how long it took.
             let ms = if connected { ms.or(Some(1.0)) } else { ms };
             let mut m = Map::new();
@@ -157,11 +158,15 @@ pub(super) fn telemetry() -> impl Strategy<Value = (Map<String, Value>, ClientTe
             if let Some(reason) = &reason {
                 m.insert("reason".into(), reason.clone().into());
             }
+            if let Some(path) = path {
+                m.insert("path".into(), path.as_str().into());
+            }
             let t = ClientTelemetry::PeerConnection {
                 peer,
                 outcome,
                 ms,
                 reason,
+                path,
             };
             (m, t)
         });

@@ -144,6 +144,7 @@ impl Connection {
             }
             MessageType::Ping => span!("signal.ping"),
             MessageType::Telemetry => span!("signal.telemetry"),
+            MessageType::IceServers => span!("signal.ice_servers"),
             MessageType::Invalid => span!("signal.invalid"),
         }
     }
@@ -168,10 +169,27 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::Telemetry(event) => self.on_telemetry(event),
+            ClientMessage::IceServers => {
+                self.send_ice_servers();
+                Ok(())
+            }
         };
         if let Err(err) = result {
             self.send_error(&err);
         }
+    }
+
+    /// Answers `ice-servers` with fresh credentials (`[]` when this server
+    /// hands out none).
+    fn send_ice_servers(&mut self) {
+        let servers = match &self.hub.ice {
+            Some(ice) => ice.for_peer(&self.peer_id),
+            None => serde_json::value::RawValue::from_string("[]".into()).expect("JSON"),
+        };
+        let answer = ServerMessage::IceServers {
+            ice_servers: &servers,
+        };
+        self.queue(Frame::new(OutKind::IceServers, answer.to_json()));
     }
 
     /// Queues a frame to this connection's own client; a full queue means

@@ -105,12 +105,14 @@ impl Connection {
         let session = hub.ids.session_ulid();
         let session_id: Arc<str> = session.to_string().into();
         let peer_id = ids::peer_id_of(session);
+        let ice_servers = hub.ice.as_ref().map(|ice| ice.for_peer(&peer_id));
         let welcome = ServerMessage::Welcome {
             peer_id: &peer_id,
             session_id: &session_id,
             resume_token: &token.text,
             heartbeat_interval_ms: hub.config.heartbeat_interval_ms,
             max_room_size: hub.config.max_room_size,
+            ice_servers: ice_servers.as_deref(),
         };
         handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
         let now = Instant::now();

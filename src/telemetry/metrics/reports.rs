@@ -3,6 +3,7 @@
 use prometheus::{Histogram, IntCounterVec, Registry};
 
 use super::families::{counter_vec, histogram, touch};
+use crate::protocol::CandidatePath;
 
 /// Client error codes kept as label values; any other code counts as `other`,
 /// so that clients cannot grow the number of series.
@@ -33,10 +34,18 @@ impl ClientReportMetrics {
         let peer_connections = counter_vec(
             r,
             "chatsubo_peer_connections_total",
-            "Client-reported WebRTC peer connections, by outcome.",
-            &["outcome"],
+            "Client-reported WebRTC peer connections, by outcome and by the path of the selected candidate pair (relay: through TURN; unknown: not reported).",
+            &["outcome", "path"],
         );
-        touch(&peer_connections, &[&["connected"], &["failed"]]);
+        for outcome in ["connected", "failed"] {
+            for path in CandidatePath::ALL
+                .map(CandidatePath::as_str)
+                .into_iter()
+                .chain(["unknown"])
+            {
+                peer_connections.with_label_values(&[outcome, path]);
+            }
+        }
         let client_reconnects = counter_vec(
             r,
             "chatsubo_client_reconnects_total",

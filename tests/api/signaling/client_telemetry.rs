@@ -33,10 +33,13 @@ async fn every_kind_of_client_telemetry_is_accepted_and_counted() {
     let metrics = app.metrics().await;
     for (sample, value) in [
         (
-            r#"chatsubo_peer_connections_total{outcome="connected"}"#,
+            r#"chatsubo_peer_connections_total{outcome="connected",path="unknown"}"#,
             1.0,
         ),
-        (r#"chatsubo_peer_connections_total{outcome="failed"}"#, 1.0),
+        (
+            r#"chatsubo_peer_connections_total{outcome="failed",path="unknown"}"#,
+            1.0,
+        ),
         (
             r#"chatsubo_client_reconnects_total{outcome="success"}"#,
             1.0,

@@ -3,6 +3,7 @@
 
 mod client_telemetry;
 mod errors;
+mod ice_servers;
 mod join;
 mod limits;
 mod liveness;
