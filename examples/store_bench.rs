@@ -52,6 +52,7 @@ impl Gen {
                     remote_addr: "203.0.113.7".into(),
                     user_agent: Some("bench/1.0".into()),
                     connections: 100 + i % 50,
+                    protocol: Default::default(),
                 },
             ),
             (

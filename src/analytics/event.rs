@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::resume_state::ResumeChange;
-use crate::protocol::ClientTelemetry;
+use crate::protocol::{ClientTelemetry, Protocol};
 
 /// One event of a session, as the hot path hands it to the recorder.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +38,9 @@ pub enum EventKind {
         /// Open connections right after this one (for peakConnections).
         #[serde(skip)]
         connections: u64,
+        /// The wire protocol it speaks (left out for Chatsubo's own).
+        #[serde(default, skip_serializing_if = "Protocol::is_native")]
+        protocol: Protocol,
     },
     /// The peer joined a room (not a resume).
     Join {
@@ -245,6 +248,9 @@ pub struct SessionRecord {
     /// Joins of this session refused with ROOM_FULL.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub room_full_rejections: u64,
+    /// The wire protocol it spoke (left out for Chatsubo's own).
+    #[serde(default, skip_serializing_if = "Protocol::is_native")]
+    pub protocol: Protocol,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -259,6 +265,7 @@ impl SessionRecord {
         peer: &str,
         remote_addr: &str,
         user_agent: &Option<String>,
+        protocol: Protocol,
     ) -> Self {
         SessionRecord {
             session_id: ulid::Ulid(id).to_string(),
@@ -276,6 +283,7 @@ impl SessionRecord {
             messages_out: 0,
             errors: 0,
             room_full_rejections: 0,
+            protocol,
         }
     }
 

@@ -235,6 +235,7 @@ pub fn session_with_events(
                     remote_addr: record.remote_addr.clone(),
                     user_agent: record.user_agent.clone(),
                     connections: 0,
+                    protocol: record.protocol,
                 },
             },
         );

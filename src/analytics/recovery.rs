@@ -134,7 +134,7 @@ pub async fn alive_loop(
         recorder.record(
             0,
             EventKind::Sample {
-                connections: metrics.connections.active_connections.get().max(0) as u64,
+                connections: metrics.connections.open().max(0) as u64,
             },
         );
         let store = store.clone();

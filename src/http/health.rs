@@ -43,7 +43,7 @@ fn health(hub: &Hub) -> Response {
     let body = Health {
         status,
         uptime: hub.started_at.elapsed().as_secs_f64(),
-        active_connections: hub.metrics.connections.active_connections.get(),
+        active_connections: hub.metrics.connections.open(),
         active_rooms: hub.rooms.len(),
         storage: if storage_ok { "ok" } else { "error" },
         version: env!("CARGO_PKG_VERSION"),

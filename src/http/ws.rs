@@ -90,17 +90,17 @@ fn upgrade(
         Ok(permit) => permit,
         Err(refused) => return *refused,
     };
-    let info = ConnectionInfo {
-        remote,
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect()),
-        room: query.room,
-        permit,
-    };
+    let info = ConnectionInfo::native(remote, user_agent(headers), permit, query.room);
     spawn_connection(hub, on_upgrade, info);
     switching_protocols(key.as_bytes())
+}
+
+/// The client's `User-Agent`, at most 256 characters.
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect())
 }
 
 /// The `Sec-WebSocket-Key` of a valid version-13 upgrade request, or the

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     UnknownPeer,
     /// Over the per-connection message rate.
     RateLimited,
+    /// A client-chosen peer id another client holds (PeerJS's ID-TAKEN).
+    IdTaken,
     /// Graceful shutdown; then close 1001.
     ServerShuttingDown,
     /// A bug of ours, logged with its whole cause chain.
@@ -47,7 +49,7 @@ impl ErrorKind {
 
 impl ErrorCode {
     /// Every code, for metrics that are initialised up front.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::RoomFull,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::AlreadyInRoom,
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
+        ErrorCode::IdTaken,
         ErrorCode::ServerShuttingDown,
         ErrorCode::Internal,
     ];
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::AlreadyInRoom => "ALREADY_IN_ROOM",
             ErrorCode::UnknownPeer => "UNKNOWN_PEER",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::IdTaken => "ID_TAKEN",
             ErrorCode::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
         }

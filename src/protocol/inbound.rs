@@ -21,11 +21,13 @@ pub enum MessageType {
     Ping,
     Telemetry,
     IceServers,
+    /// A foreign protocol's keep-alive (matchbox's, PeerJS's heartbeat).
+    KeepAlive,
     Invalid,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 9] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::Join,
         MessageType::Leave,
         MessageType::Offer,
@@ -34,6 +36,7 @@ impl MessageType {
         MessageType::Ping,
         MessageType::Telemetry,
         MessageType::IceServers,
+        MessageType::KeepAlive,
         MessageType::Invalid,
     ];
 
@@ -47,6 +50,7 @@ impl MessageType {
             MessageType::Ping => "ping",
             MessageType::Telemetry => "telemetry",
             MessageType::IceServers => "ice-servers",
+            MessageType::KeepAlive => "keep-alive",
             MessageType::Invalid => "invalid",
         }
     }
@@ -212,7 +216,9 @@ fn decode(kind: MessageType, f: Fields<'_>) -> Result<Inbound<'_>, ProtocolError
         }
         MessageType::Telemetry => ClientMessage::Telemetry(client_report::decode(&f)?),
         MessageType::IceServers => ClientMessage::IceServers,
-        MessageType::Invalid => unreachable!("from_wire never yields Invalid"),
+        MessageType::KeepAlive | MessageType::Invalid => {
+            unreachable!("from_wire never yields these")
+        }
     };
     Ok(Inbound {
         message,

@@ -3,6 +3,7 @@
 //! rooms or sockets.
 
 mod client_report;
+mod dialect;
 mod error;
 mod fields;
 mod ids;
@@ -14,6 +15,7 @@ mod proptests;
 mod traceparent;
 
 pub use client_report::{CandidatePath, ClientTelemetry, PeerOutcome, ReconnectOutcome};
+pub use dialect::Protocol;
 pub use error::{ErrorCode, ErrorKind, ProtocolError};
 pub use ids::{peer_of_session, session_of_peer};
 pub use inbound::{ClientMessage, Inbound, MessageType, RelayKind, parse};

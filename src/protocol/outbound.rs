@@ -52,11 +52,13 @@ pub enum OutKind {
     IceCandidate,
     Pong,
     IceServers,
+    /// PeerJS: what was sent to a peer that never came expired.
+    Expire,
     Error,
 }
 
 impl OutKind {
-    pub const ALL: [OutKind; 10] = [
+    pub const ALL: [OutKind; 11] = [
         OutKind::Welcome,
         OutKind::Joined,
         OutKind::PeerJoined,
@@ -66,6 +68,7 @@ impl OutKind {
         OutKind::IceCandidate,
         OutKind::Pong,
         OutKind::IceServers,
+        OutKind::Expire,
         OutKind::Error,
     ];
 
@@ -80,6 +83,7 @@ impl OutKind {
             OutKind::IceCandidate => "ice-candidate",
             OutKind::Pong => "pong",
             OutKind::IceServers => "ice-servers",
+            OutKind::Expire => "expire",
             OutKind::Error => "error",
         }
     }

@@ -32,7 +32,8 @@ pub fn spawn_grace_expiry(hub: Arc<Hub>, room: Arc<Room>, peer: AwayPeer, grace:
         }
         if let Some(reason) = room.expire(&peer.peer_id, peer.conn_id, &hub.metrics) {
             // A record without a token is forgotten whatever id is named.
-            Journal::new(&hub, peer.session, &peer.session_id).grace_ended(
+            let protocol = room.dialect().protocol();
+            Journal::new(&hub, peer.session, &peer.session_id, protocol).grace_ended(
                 room.name(),
                 &peer.peer_id,
                 reason,

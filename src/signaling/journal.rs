@@ -14,7 +14,7 @@ use super::labels::KickReason;
 use super::outbox::MessageCounts;
 use super::resume::TokenId;
 use crate::analytics::{CloseReason, EventKind, ResumeChange};
-use crate::protocol::{ClientTelemetry, ErrorCode, LeaveReason, PeerOutcome, RoomName};
+use crate::protocol::{ClientTelemetry, ErrorCode, LeaveReason, PeerOutcome, Protocol, RoomName};
 
 /// The target of the session's log lines: they are the connection's events,
 /// wherever in signaling they are written.
@@ -41,14 +41,17 @@ pub struct Journal<'a> {
     /// The session id as a number: the key of its history.
     session: u128,
     session_id: &'a str,
+    /// The protocol the session speaks.
+    protocol: Protocol,
 }
 
 impl<'a> Journal<'a> {
-    pub fn new(hub: &'a Hub, session: u128, session_id: &'a str) -> Self {
+    pub fn new(hub: &'a Hub, session: u128, session_id: &'a str, protocol: Protocol) -> Self {
         Journal {
             hub,
             session,
             session_id,
+            protocol,
         }
     }
 
@@ -58,8 +61,8 @@ impl<'a> Journal<'a> {
 
     /// A WebSocket connection was accepted (at the time its session id says).
     pub fn connected(&self, peer: &str, remote: IpAddr, user_agent: Option<String>) {
-        let open = &self.hub.metrics.connections.active_connections;
-        open.inc();
+        let metrics = &self.hub.metrics.connections;
+        metrics.active(self.protocol).inc();
         self.hub.recorder.record_at(
             self.session,
             ulid::Ulid(self.session).timestamp_ms(),
@@ -67,7 +70,8 @@ impl<'a> Journal<'a> {
                 peer: peer.to_string(),
                 remote_addr: remote.to_string(),
                 user_agent,
-                connections: open.get().max(0) as u64,
+                connections: metrics.open().max(0) as u64,
+                protocol: self.protocol,
             },
         );
         tracing::debug!(target: TARGET, event = "connected", "connection opened");
@@ -82,14 +86,16 @@ impl<'a> Journal<'a> {
         lasted: Duration,
     ) {
         let metrics = &self.hub.metrics.connections;
-        metrics.active_connections.dec();
+        metrics.active(self.protocol).dec();
         self.record(EventKind::End {
             close_reason: reason,
             messages_in: counts.messages_in,
             messages_out: counts.messages_out,
             errors: counts.errors,
         });
-        metrics.session_duration.observe(lasted.as_secs_f64());
+        metrics
+            .session_duration(self.protocol)
+            .observe(lasted.as_secs_f64());
         tracing::debug!(
             target: TARGET,
             event = "disconnected",
@@ -103,7 +109,7 @@ impl<'a> Journal<'a> {
 
     /// A fresh join (not a resume); `size` is the room's size after it.
     pub fn joined(&self, room: &RoomName, peer: &str, display_name: Option<String>, size: usize) {
-        self.hub.metrics.rooms.joins.inc();
+        self.hub.metrics.rooms.joined(self.protocol);
         self.record(EventKind::Join {
             room: room.as_str().to_string(),
             peer: peer.to_string(),
@@ -235,7 +241,7 @@ impl<'a> Journal<'a> {
 
     /// An `error` sent to the client (`reference`: the type it answers).
     pub fn error_sent(&self, code: ErrorCode, reference: Option<&str>) {
-        self.hub.metrics.connections.error_sent(code);
+        self.hub.metrics.connections.error_sent(self.protocol, code);
         self.record(EventKind::Error {
             code: code.as_str().to_string(),
             reference: reference.map(str::to_string),

@@ -54,14 +54,20 @@ pub enum DropReason {
     SlowConsumer,
     /// The receiver's connection had already ended.
     ReceiverGone,
+    /// More relays for a peer not (yet) in the room than are queued for it.
+    PendingOverflow,
+    /// Queued for a peer that did not come in time.
+    PendingExpired,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::HeldOverflow,
         DropReason::GraceExpired,
         DropReason::SlowConsumer,
         DropReason::ReceiverGone,
+        DropReason::PendingOverflow,
+        DropReason::PendingExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +76,8 @@ impl DropReason {
             DropReason::GraceExpired => "grace_expired",
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::ReceiverGone => "receiver_gone",
+            DropReason::PendingOverflow => "pending_overflow",
+            DropReason::PendingExpired => "pending_expired",
         }
     }
 

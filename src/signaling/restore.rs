@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dialect::Dialect;
 use super::grace::{AwayPeer, spawn_grace_expiry};
+use super::native::Native;
+use super::room::RoomKey;
 use super::{Hub, PeerId};
 use crate::analytics::{EventKind, ResumeChange, StoredPeer};
 use crate::protocol::{LeaveReason, RoomName};
@@ -56,7 +59,9 @@ impl Hub {
                 _ => LeaveReason::Disconnected,
             };
             let peer_id: PeerId = Arc::from(stored.peer.as_str());
-            let room = self.rooms.get_or_create(&room_name, &self.metrics);
+            let dialect: Arc<dyn Dialect> = Arc::new(Native);
+            let key = RoomKey::native(room_name.clone());
+            let room = self.rooms.get_or_create(&key, &dialect, &self.metrics);
             let conn_id = self.next_connection_id();
             let display_name = record.display_name.as_deref().map(Arc::from);
             let session_id: Arc<str> = Arc::from(record.session.as_str());
@@ -160,7 +165,11 @@ mod tests {
             }
         );
         let name = RoomName::parse("r").unwrap();
-        let members = hub.rooms.get(&name).expect("the room is back").snapshot();
+        let members = hub
+            .rooms
+            .get(&RoomKey::native(name.clone()))
+            .expect("the room is back")
+            .snapshot();
         let ids: Vec<&str> = members.iter().map(|m| &*m.peer_id).collect();
         assert_eq!(ids, ["p_a", "p_b"]);
         assert!(members.iter().all(|m| !m.connected));
@@ -187,7 +196,7 @@ mod tests {
         assert_eq!(hub.tokens.redeem(&text), Redeemed::Expired);
         // Nobody came back: both leave when the grace ends, and the room closes.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(hub.rooms.get(&name).is_none());
+        assert!(hub.rooms.get(&RoomKey::native(name.clone())).is_none());
     }
 
     #[test]

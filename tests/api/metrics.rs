@@ -106,7 +106,7 @@ async fn scripted_scenario_matches_every_metric_exactly() {
 
     let text = app.metrics().await;
     let truth: &[(&str, f64)] = &[
-        ("chatsubo_active_connections", 0.0),
+        (r#"chatsubo_active_connections{protocol="chatsubo"}"#, 0.0),
         ("chatsubo_active_rooms", 0.0),
         // Room sizes: joins 1, 2, 1 (m2), 1 (m3); leaves 1 (A), 0, 0, 0.
         ("chatsubo_room_peers_count", 8.0),
@@ -117,119 +117,119 @@ async fn scripted_scenario_matches_every_metric_exactly() {
         // B's socket ended without a closing handshake.
         ("chatsubo_websocket_errors_total", 1.0),
         (
-            r#"chatsubo_errors_total{code="INVALID_MESSAGE",kind="client"}"#,
+            r#"chatsubo_errors_total{code="INVALID_MESSAGE",kind="client",protocol="chatsubo"}"#,
             3.0,
         ),
         (
-            r#"chatsubo_errors_total{code="ROOM_FULL",kind="client"}"#,
+            r#"chatsubo_errors_total{code="ROOM_FULL",kind="client",protocol="chatsubo"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_errors_total{code="NOT_IN_ROOM",kind="client"}"#,
+            r#"chatsubo_errors_total{code="NOT_IN_ROOM",kind="client",protocol="chatsubo"}"#,
             2.0,
         ),
         (
-            r#"chatsubo_errors_total{code="UNKNOWN_PEER",kind="client"}"#,
+            r#"chatsubo_errors_total{code="UNKNOWN_PEER",kind="client",protocol="chatsubo"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_errors_total{code="ALREADY_IN_ROOM",kind="client"}"#,
+            r#"chatsubo_errors_total{code="ALREADY_IN_ROOM",kind="client",protocol="chatsubo"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_errors_total{code="MESSAGE_TOO_LARGE",kind="client"}"#,
+            r#"chatsubo_errors_total{code="MESSAGE_TOO_LARGE",kind="client",protocol="chatsubo"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client"}"#,
+            r#"chatsubo_errors_total{code="RATE_LIMITED",kind="client",protocol="chatsubo"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_errors_total{code="SERVER_SHUTTING_DOWN",kind="server"}"#,
+            r#"chatsubo_errors_total{code="SERVER_SHUTTING_DOWN",kind="server",protocol="chatsubo"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_errors_total{code="INTERNAL",kind="server"}"#,
+            r#"chatsubo_errors_total{code="INTERNAL",kind="server",protocol="chatsubo"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="join"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="join"}"#,
             6.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="leave"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="leave"}"#,
             2.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="invalid"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="invalid"}"#,
             3.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="offer"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="offer"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="answer"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="answer"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="ice-candidate"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="ice-candidate"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="ping"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="ping"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="in",type="telemetry"}"#,
+            r#"chatsubo_messages_total{direction="in",protocol="chatsubo",type="telemetry"}"#,
             9.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="welcome"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="welcome"}"#,
             6.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="joined"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="joined"}"#,
             5.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="peer-joined"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="peer-joined"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="peer-left"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="peer-left"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="offer"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="offer"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="answer"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="answer"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="ice-candidate"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="ice-candidate"}"#,
             0.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="pong"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="pong"}"#,
             1.0,
         ),
         (
-            r#"chatsubo_messages_total{direction="out",type="error"}"#,
+            r#"chatsubo_messages_total{direction="out",protocol="chatsubo",type="error"}"#,
             7.0,
         ),
-        ("chatsubo_joins_total", 4.0),
-        (r#"chatsubo_leaves_total{reason="left"}"#, 4.0),
-        (r#"chatsubo_leaves_total{reason="disconnected"}"#, 0.0),
-        (r#"chatsubo_leaves_total{reason="timeout"}"#, 0.0),
-        (r#"chatsubo_leaves_total{reason="kicked"}"#, 0.0),
+        (r#"chatsubo_joins_total{protocol="chatsubo"}"#, 4.0),
+        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="left"}"#, 4.0),
+        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="disconnected"}"#, 0.0),
+        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="timeout"}"#, 0.0),
+        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="kicked"}"#, 0.0),
         ("chatsubo_reconnection_attempts_total", 3.0),
         (r#"chatsubo_reconnections_total{outcome="resumed"}"#, 1.0),
         (r#"chatsubo_reconnections_total{outcome="invalid"}"#, 1.0),
         (r#"chatsubo_reconnections_total{outcome="expired"}"#, 1.0),
-        ("chatsubo_session_duration_seconds_count", 6.0),
+        (r#"chatsubo_session_duration_seconds_count{protocol="chatsubo"}"#, 6.0),
         (
             r#"chatsubo_peer_connections_total{outcome="connected",path="unknown"}"#,
             1.0,

@@ -169,12 +169,20 @@ export function total(text, family, labels = {}) {
   return sum;
 }
 
-/** One sample of a Prometheus text exposition (0 when absent). */
+/**
+ * One sample of a Prometheus text exposition: `name{labels}` sums every
+ * series of `name` that has those labels (and perhaps others, such as the
+ * `protocol` most families carry); 0 when there is none.
+ */
 export function sample(text, name) {
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    if (line.slice(0, at) === name) return Number(line.slice(at + 1));
+  const brace = name.indexOf("{");
+  const family = brace < 0 ? name : name.slice(0, brace);
+  const labels = {};
+  if (brace >= 0) {
+    for (const pair of name.slice(brace + 1, -1).split(",").filter(Boolean)) {
+      const [k, v] = pair.split("=");
+      labels[k] = JSON.parse(v);
+    }
   }
-  return 0;
+  return total(text, family, labels);
 }

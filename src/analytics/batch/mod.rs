@@ -217,8 +217,10 @@ impl BatchState {
                 remote_addr,
                 user_agent,
                 connections,
+                protocol,
             } => {
-                let record = SessionRecord::opened(id, at, peer, remote_addr, user_agent);
+                let record =
+                    SessionRecord::opened(id, at, peer, remote_addr, user_agent, *protocol);
                 self.sessions.insert(id, Some(record));
                 self.opened.insert(id);
                 self.index_peer(peer, id);

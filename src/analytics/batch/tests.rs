@@ -60,6 +60,7 @@ fn every_prefix_of_a_batch_that_ends_a_session_leaves_it_closable() {
             remote_addr: "127.0.0.1".into(),
             user_agent: None,
             connections: 1,
+            protocol: Default::default(),
         },
     )];
     let rest = [
@@ -134,6 +135,7 @@ fn a_session_begun_and_ended_in_one_batch_is_written_closed_once() {
                 remote_addr: "127.0.0.1".into(),
                 user_agent: None,
                 connections: 1,
+                protocol: Default::default(),
             },
         ),
         event(

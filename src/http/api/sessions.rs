@@ -10,7 +10,6 @@ use super::params::{Query, at, bad, params, peer_param, range, room_param};
 use super::{blocking, store};
 use crate::analytics::{self, SessionFilter, SessionRecord, StoredEvent};
 use crate::http::ApiError;
-use crate::protocol::RoomName;
 use crate::signaling::Hub;
 
 /// Default and largest page of `/api/sessions`.
@@ -138,12 +137,12 @@ fn so_far(hub: &Hub, mut session: SessionRecord) -> SessionRecord {
     if session.ended_at.is_some() {
         return session;
     }
-    let counts = session
-        .room
-        .as_deref()
-        .and_then(|name| RoomName::parse(name).ok())
-        .and_then(|name| hub.rooms.get(&name))
-        .and_then(|room| room.live_counts(&session.peer_id));
+    let counts = session.room.as_deref().and_then(|name| {
+        hub.rooms
+            .named(session.protocol, name)
+            .iter()
+            .find_map(|room| room.live_counts(&session.peer_id))
+    });
     if let Some(counts) = counts {
         session.messages_in = counts.messages_in;
         session.messages_out = counts.messages_out;

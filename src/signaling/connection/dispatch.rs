@@ -7,14 +7,16 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::Connection;
 use super::end::End;
-use super::{Connection, Frame};
 use crate::protocol::{
     ClientMessage, ErrorCode, ErrorKind, Inbound, MessageType, OutKind, ProtocolError,
     ServerMessage,
 };
+use crate::signaling::dialect::Answer;
 use crate::signaling::labels::KickReason;
 use crate::signaling::limits::{Over, Verdict};
+use crate::signaling::outbox::Frame;
 use crate::signaling::outbox::{Queued, StopReason};
 use crate::{telemetry, timefmt};
 
@@ -34,27 +36,31 @@ impl Connection {
     /// Handles one text frame.
     fn on_text(&mut self, text: &str) -> Option<End> {
         self.handle.counts().message_in();
-        let parsed = crate::protocol::parse(text);
+        let dialect = self.dialect.clone();
+        let parsed = dialect.parse(text);
         let reference = match &parsed {
-            Ok(message) => Some(message.message_type()),
+            Ok(Some(message)) => Some(message.message_type()),
+            Ok(None) => Some(MessageType::KeepAlive),
             Err(err) => err.reference,
         };
         self.hub
             .metrics
             .connections
-            .message_in(reference.unwrap_or(MessageType::Invalid));
-        let relay = matches!(&parsed, Ok(m) if matches!(m.message, ClientMessage::Relay { .. }));
+            .message_in(self.protocol, reference.unwrap_or(MessageType::Invalid));
+        let relay =
+            matches!(&parsed, Ok(Some(m)) if matches!(m.message, ClientMessage::Relay { .. }));
         match self.admit(reference, relay) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(end) => return Some(end),
         }
         match parsed {
+            Ok(None) => {}
             // Relays make their own span (see `telemetry::RelaySpan`).
-            Ok(inbound) if matches!(inbound.message, ClientMessage::Relay { .. }) => {
+            Ok(Some(inbound)) if matches!(inbound.message, ClientMessage::Relay { .. }) => {
                 self.on_message(inbound);
             }
-            Ok(inbound) => {
+            Ok(Some(inbound)) => {
                 let span = self.message_span(reference.unwrap_or(MessageType::Invalid));
                 if let Some(parent) = &inbound.traceparent {
                     telemetry::continue_trace(&span, parent);
@@ -74,7 +80,7 @@ impl Connection {
         self.hub
             .metrics
             .connections
-            .message_in(MessageType::Invalid);
+            .message_in(self.protocol, MessageType::Invalid);
         match self.admit(None, false) {
             Ok(true) => self.send_error(&ProtocolError::invalid(
                 "binary frames are not part of the protocol; send JSON text",
@@ -90,7 +96,11 @@ impl Connection {
     /// `Ok(true)` to handle it, `Ok(false)` when it was answered with
     /// `RATE_LIMITED`, and the end of the connection for repeated abuse.
     fn admit(&mut self, reference: Option<MessageType>, relay: bool) -> Result<bool, End> {
-        let budget = self.room.as_ref().filter(|_| relay).map(|r| r.budget());
+        let budget = self
+            .room
+            .as_ref()
+            .filter(|_| relay)
+            .and_then(|r| r.budget());
         match self.throttle.check(budget) {
             Verdict::Allow => Ok(true),
             Verdict::Limited(pause, over) => {
@@ -145,6 +155,7 @@ impl Connection {
             MessageType::Ping => span!("signal.ping"),
             MessageType::Telemetry => span!("signal.telemetry"),
             MessageType::IceServers => span!("signal.ice_servers"),
+            MessageType::KeepAlive => span!("signal.keep_alive"),
             MessageType::Invalid => span!("signal.invalid"),
         }
     }
@@ -201,7 +212,8 @@ impl Connection {
         }
     }
 
-    /// Answers the client with an `error`, counted and recorded.
+    /// Answers the client with an error as its protocol says it (a frame,
+    /// or a close), counted and recorded.
     pub(super) fn send_error(&mut self, err: &ProtocolError) {
         self.handle.counts().error();
         if err.code.kind() == ErrorKind::Server {
@@ -209,8 +221,23 @@ impl Connection {
         }
         self.journal()
             .error_sent(err.code, err.reference.map(|r| r.as_str()));
-        let text = ServerMessage::error(err.code, &err.message, err.reference).to_json();
-        self.queue(Frame::new(OutKind::Error, text));
+        match self.dialect.error(err) {
+            Answer::Send(frame) => self.queue(frame),
+            Answer::Close(reason) => self.close_with(reason),
+            Answer::Silent => {}
+        }
+    }
+
+    /// Ends the connection after this frame with a 1008 close and `reason`
+    /// (the first reason given wins).
+    pub(super) fn close_with(&mut self, reason: String) {
+        // A close reason is at most 123 bytes.
+        let mut end = reason.len().min(120);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.closing
+            .get_or_insert_with(|| reason[..end].to_string().into_boxed_str());
     }
 }
 

@@ -26,6 +26,9 @@ pub(super) enum End {
     Kicked(KickReason),
     /// The peer resumed on a newer connection.
     Superseded,
+    /// The protocol answered an error by closing (matchbox), or refused
+    /// the connection as it came (a PeerJS id taken, a bad key).
+    Refused,
 }
 
 impl End {
@@ -43,13 +46,14 @@ impl End {
             End::ClientClosed => CloseReason::Left,
             End::Disconnected | End::Superseded => CloseReason::Disconnected,
             End::Timeout | End::Kicked(KickReason::JoinTimeout) => CloseReason::Timeout,
-            End::Kicked(_) => CloseReason::Kicked,
+            End::Kicked(_) | End::Refused => CloseReason::Kicked,
             End::Shutdown => CloseReason::ServerShutdown,
         }
     }
 
     /// The close frame the server sends: `None` when it sends none of its
-    /// own (the client closed first, or the socket is gone).
+    /// own (the client closed first, or the socket is gone); a refusal's
+    /// reason is the connection's own.
     pub(super) fn close_frame(self) -> Option<CloseFrame> {
         let frame = |code: CloseCode, reason: &'static str| {
             Some(CloseFrame {
@@ -59,6 +63,7 @@ impl End {
         };
         match self {
             End::Disconnected | End::ClientClosed => None,
+            End::Refused => frame(CloseCode::Policy, "refused"),
             End::Timeout => frame(CloseCode::Away, "heartbeat timeout"),
             End::Superseded => frame(
                 CloseCode::from(CLOSE_SUPERSEDED),

@@ -7,7 +7,7 @@ use super::dispatch::not_in_room;
 use crate::analytics::ResumeChange;
 use crate::protocol::{ErrorCode, MessageType, ProtocolError, RoomName};
 use crate::signaling::resume::Redeemed;
-use crate::signaling::room::Room;
+use crate::signaling::room::{Room, RoomKey};
 
 impl Connection {
     /// Joins the room of the upgrade's `?room=`, as a `join` would.
@@ -70,10 +70,11 @@ impl Connection {
             return Err("invalid");
         }
         let metrics = self.hub.metrics.clone();
+        let key = self.room_key(room.clone());
         let Some((r, size)) = self
             .hub
             .rooms
-            .get(room)
+            .get(&key)
             .and_then(|r| r.resume(&peer_id, &self.handle, &metrics).map(|n| (r, n)))
         else {
             return Err("expired");
@@ -94,14 +95,15 @@ impl Connection {
     ) -> Result<(), ProtocolError> {
         let display_name: Option<Arc<str>> = display_name.map(Arc::from);
         let recorded_name = display_name.as_deref().map(str::to_string);
-        let max = self.hub.config.max_room_size as usize;
         let metrics = self.hub.metrics.clone();
+        let key = self.room_key(room.clone());
+        let max = self.hub.rooms.seats(&*self.dialect);
         match self.hub.rooms.join(
-            &room,
+            &key,
+            &self.dialect,
             &self.peer_id,
             display_name,
             &self.handle,
-            max,
             &metrics,
         ) {
             Ok((r, size)) => {
@@ -121,9 +123,22 @@ impl Connection {
         }
     }
 
+    /// The room of this connection's protocol named `name`.
+    fn room_key(&self, name: RoomName) -> RoomKey {
+        RoomKey {
+            protocol: self.protocol,
+            name,
+            group: 0,
+        }
+    }
+
     /// Binds this connection's token to its peer in `room`, and has the
-    /// store remember it (the hash of its secret, never the token).
+    /// store remember it (the hash of its secret, never the token), when
+    /// its protocol resumes by token.
     fn bind_token(&self, room: &Room) {
+        if !self.dialect.resume_tokens() {
+            return;
+        }
         let bound = self.hub.tokens.bind(
             &self.token,
             self.peer_id.clone(),
@@ -151,7 +166,7 @@ impl Connection {
     }
 
     /// Remembers the room, and names it (and the peer) on the spans.
-    fn in_room(&mut self, room: Arc<Room>) {
+    pub(super) fn in_room(&mut self, room: Arc<Room>) {
         if !self.span.is_disabled() {
             let name = room.name().as_str();
             let peer = &*self.peer_id;

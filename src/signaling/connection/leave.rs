@@ -35,13 +35,20 @@ impl Connection {
             self.hub.tokens.revoke(&self.token);
             return;
         };
+        let keeps = self.dialect.keeps_place();
         match end {
             End::ClientClosed => self.leave_now(&room, LeaveReason::Left, None),
             End::Kicked(why) => self.leave_now(&room, LeaveReason::Kicked, Some(why)),
+            End::Refused => self.leave_now(&room, LeaveReason::Kicked, None),
             End::Superseded => self.hub.tokens.revoke(&self.token),
-            End::Timeout => self.go_away(room, LeaveReason::Timeout, false),
-            End::Disconnected => self.go_away(room, LeaveReason::Disconnected, false),
-            End::Shutdown => self.go_away(room, LeaveReason::Disconnected, true),
+            End::Timeout if keeps => self.go_away(room, LeaveReason::Timeout, false),
+            End::Disconnected if keeps => self.go_away(room, LeaveReason::Disconnected, false),
+            End::Shutdown if keeps => self.go_away(room, LeaveReason::Disconnected, true),
+            // A protocol without resume leaves at once.
+            End::Timeout => self.leave_now(&room, LeaveReason::Timeout, None),
+            End::Disconnected | End::Shutdown => {
+                self.leave_now(&room, LeaveReason::Disconnected, None)
+            }
         }
     }
 

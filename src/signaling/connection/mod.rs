@@ -1,12 +1,14 @@
-//! One WebSocket connection from welcome to close.
+//! One WebSocket connection from welcome to close, in whichever protocol
+//! it speaks (its [`Dialect`]).
 //!
 //! `socket` runs the loop (reads, batched writes, the heartbeat, the close)
 //! with the timers of `deadlines`; `dispatch` puts each frame through the
-//! rate limit and hands it to its action: `join` (with resume), `relay`,
-//! `leave` (and the resume grace of a dropped peer) or `report` (client
-//! telemetry). `end` says how a connection ended. Every event goes to the
-//! session's [`Journal`].
+//! rate limit and hands it to its action: `join` (with resume; `claim` for
+//! client-chosen ids), `relay`, `leave` (and the resume grace of a dropped
+//! peer) or `report` (client telemetry). `end` says how a connection ended.
+//! Every event goes to the session's [`Journal`].
 
+mod claim;
 mod deadlines;
 mod dispatch;
 mod end;
@@ -27,21 +29,62 @@ use tracing::field::Empty;
 
 pub use end::CLOSE_SUPERSEDED;
 
+use super::dialect::{Dialect, Welcome};
 use super::journal::Journal;
 use super::limits::{ConnectionPermit, Throttle};
-use super::outbox::{ConnHandle, Frame, Outbox, outbox};
+use super::native::Native;
+use super::outbox::{ConnHandle, Outbox, outbox};
 use super::resume::TokenId;
 use super::room::Room;
 use super::{Hub, OUTBOUND_QUEUE, PeerId, ids};
-use crate::protocol::{OutKind, ServerMessage};
+use crate::protocol::{Protocol, ProtocolError, RoomName};
 
 /// What the HTTP layer learned about the client before the upgrade.
 pub struct ConnectionInfo {
     pub remote: SocketAddr,
     pub user_agent: Option<String>,
-    /// The `?room=` of the upgrade request, still to be validated.
-    pub room: Option<String>,
     pub permit: ConnectionPermit,
+    /// The protocol the connection speaks.
+    pub dialect: Arc<dyn Dialect>,
+    /// The peer id the protocol assigned (matchbox's UUID) or the client
+    /// chose (PeerJS's); `None`: a Chatsubo id made from the session id.
+    pub peer_id: Option<PeerId>,
+    /// What happens as it connects.
+    pub entry: Entry,
+}
+
+impl ConnectionInfo {
+    /// A connection of Chatsubo's own protocol, joining `room` at once when
+    /// the upgrade named one (`?room=`, still to be validated).
+    pub fn native(
+        remote: SocketAddr,
+        user_agent: Option<String>,
+        permit: ConnectionPermit,
+        room: Option<String>,
+    ) -> Self {
+        ConnectionInfo {
+            remote,
+            user_agent,
+            permit,
+            dialect: Arc::new(Native),
+            peer_id: None,
+            entry: Entry::Room(room),
+        }
+    }
+}
+
+/// What a connection does as it connects, before its first frame.
+pub enum Entry {
+    /// Joins this room (still to be validated), if one is given.
+    Room(Option<String>),
+    /// Joins the group of `of` peers filling up under `name` (matchbox's
+    /// `?next=N`).
+    Group { name: RoomName, of: usize },
+    /// Claims its client-chosen peer id in a namespace with the client's
+    /// token (PeerJS).
+    Claim { namespace: RoomName, token: String },
+    /// Is refused: the error is answered, and the connection closed.
+    Refuse(ProtocolError),
 }
 
 /// Serves one upgraded WebSocket until it ends. The connection is set up
@@ -57,16 +100,21 @@ where
     let ConnectionInfo {
         remote,
         user_agent,
-        room,
         permit,
+        dialect,
+        peer_id,
+        entry,
     } = info;
-    let mut connection = Connection::new(hub, permit);
-    connection.start(remote, user_agent, room);
+    let mut connection = Connection::new(hub, permit, dialect, peer_id);
+    connection.start(remote, user_agent, entry);
     connection.run(ws)
 }
 
 struct Connection {
     hub: Arc<Hub>,
+    /// The protocol it speaks, and (for the hot path) its name.
+    dialect: Arc<dyn Dialect>,
+    protocol: Protocol,
     id: u64,
     /// Shared, not copied, by relay spans and resume bindings.
     session_id: Arc<str>,
@@ -95,35 +143,50 @@ struct Connection {
     span_context: Option<Box<SpanContext>>,
     /// Set by a rate-limit strike: how long to leave the socket unread.
     read_pause: Option<std::time::Duration>,
+    /// Set when the protocol answers an error by closing (matchbox): the
+    /// close frame's reason.
+    closing: Option<Box<str>>,
 }
 
 impl Connection {
-    fn new(hub: Arc<Hub>, permit: ConnectionPermit) -> Self {
+    fn new(
+        hub: Arc<Hub>,
+        permit: ConnectionPermit,
+        dialect: Arc<dyn Dialect>,
+        peer_id: Option<PeerId>,
+    ) -> Self {
         let id = hub.next_connection_id();
         let (handle, outbox) = outbox(id, OUTBOUND_QUEUE);
         let token = hub.tokens.issue();
         let session = hub.ids.session_ulid();
         let session_id: Arc<str> = session.to_string().into();
-        let peer_id = ids::peer_id_of(session);
+        let peer_id = peer_id.unwrap_or_else(|| ids::peer_id_of(session));
         let ice_servers = hub.ice.as_ref().map(|ice| ice.for_peer(&peer_id));
-        let welcome = ServerMessage::Welcome {
+        let welcome = dialect.welcome(&Welcome {
             peer_id: &peer_id,
             session_id: &session_id,
             resume_token: &token.text,
             heartbeat_interval_ms: hub.config.heartbeat_interval_ms,
             max_room_size: hub.config.max_room_size,
             ice_servers: ice_servers.as_deref(),
-        };
-        handle.send(Frame::new(OutKind::Welcome, welcome.to_json()));
+        });
+        if let Some(welcome) = welcome {
+            handle.send(welcome);
+        }
         let now = Instant::now();
+        let protocol = dialect.protocol();
         let span = tracing::info_span!(
             "ws.connection",
             session_id = &*session_id,
             peer_id = &*peer_id,
             room = Empty,
+            protocol = protocol.as_str(),
         );
         let span_context = crate::telemetry::connection_context(&span).map(Box::new);
         Connection {
+            dialect,
+            protocol,
+            closing: None,
             span,
             span_context,
             read_pause: None,
@@ -146,13 +209,13 @@ impl Connection {
 
     /// The session's journal: where every event of this connection goes.
     fn journal(&self) -> Journal<'_> {
-        Journal::new(&self.hub, self.session, &self.session_id)
+        Journal::new(&self.hub, self.session, &self.session_id, self.protocol)
     }
 
-    /// Counts the connection, records its start and joins the room of its
-    /// `?room=`, if any. Done before its future is made, so that what only
-    /// the start needs is not kept in it.
-    fn start(&mut self, remote: SocketAddr, user_agent: Option<String>, room: Option<String>) {
+    /// Counts the connection, records its start and does what its entry
+    /// says. Done before its future is made, so that what only the start
+    /// needs is not kept in it.
+    fn start(&mut self, remote: SocketAddr, user_agent: Option<String>, entry: Entry) {
         // `ws.connection` is entered around the synchronous work only (not
         // on every poll of the connection's future): entering a span costs
         // each layer.
@@ -160,8 +223,12 @@ impl Connection {
         let _entered = span.enter();
         self.journal()
             .connected(&self.peer_id, remote.ip(), user_agent);
-        if let Some(room) = room {
-            self.join_query_room(&room);
+        match entry {
+            Entry::Room(None) => {}
+            Entry::Room(Some(room)) => self.join_query_room(&room),
+            Entry::Group { name, of } => self.join_group(name, of),
+            Entry::Claim { namespace, token } => self.claim(namespace, &token),
+            Entry::Refuse(err) => self.send_error(&err),
         }
     }
 
@@ -211,15 +278,11 @@ mod tests {
         let hub = Hub::new(Arc::new(Config::defaults()), Arc::new(Metrics::new(10)));
         let (socket, _client) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, None).await;
-        let info = ConnectionInfo {
-            remote: "127.0.0.1:1".parse().unwrap(),
-            user_agent: None,
-            room: None,
-            permit: hub
-                .limits
-                .try_acquire("127.0.0.1".parse().unwrap())
-                .unwrap(),
-        };
+        let permit = hub
+            .limits
+            .try_acquire("127.0.0.1".parse().unwrap())
+            .unwrap();
+        let info = ConnectionInfo::native("127.0.0.1:1".parse().unwrap(), None, permit, None);
         let connection = serve(ws, hub.clone(), info);
         let size = std::mem::size_of_val(&connection);
         assert!(size <= BUDGET, "the connection future is {size} bytes");

@@ -3,10 +3,12 @@
 
 use serde_json::value::RawValue;
 
+use super::Connection;
 use super::dispatch::not_in_room;
-use super::{Connection, Frame};
-use crate::protocol::{ErrorCode, OutKind, ProtocolError, RelayKind, TraceParent, relay_frame};
+use crate::protocol::{ErrorCode, ProtocolError, RelayKind, TraceParent};
+use crate::signaling::dialect::{Relay, UnknownPeer};
 use crate::signaling::room::RelayRefused;
+use crate::signaling::room::{Pended, Relayed};
 use crate::telemetry::{RelayAttributes, RelaySpan};
 
 impl Connection {
@@ -29,17 +31,25 @@ impl Connection {
                 message_type: kind.as_str(),
             },
         );
-        let out_kind = match kind {
-            RelayKind::Offer => OutKind::Offer,
-            RelayKind::Answer => OutKind::Answer,
-            RelayKind::IceCandidate => OutKind::IceCandidate,
-        };
-        let frame = Frame::new(
-            out_kind,
-            relay_frame(kind, &self.peer_id, data, &span.traceparent),
-        );
+        let frame = self.dialect.relay(&Relay {
+            kind,
+            from: &self.peer_id,
+            to,
+            data,
+            traceparent: &span.traceparent,
+        });
         match room.relay(&self.peer_id, self.id, to, frame, &self.hub.metrics) {
-            Ok(()) => Ok(()),
+            Ok(Relayed::Pending(Pended::First)) => {
+                if let UnknownPeer::Queue(after) = self.dialect.unknown_peer() {
+                    let (room, hub, missing) = (room.clone(), self.hub.clone(), to.to_string());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        room.expire_pending(&missing, &hub.metrics);
+                    });
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
             Err(RelayRefused::UnknownPeer) => Err(about(ProtocolError::new(
                 ErrorCode::UnknownPeer,
                 "to names no other peer of this room",

@@ -15,10 +15,15 @@ use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::Connection;
 use super::deadlines::{Deadlines, Fired};
 use super::end::End;
-use super::{Connection, Frame};
-use crate::protocol::{ErrorCode, OutKind, ServerMessage};
+use crate::signaling::outbox::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::signaling::dialect::Answer;
 use crate::signaling::labels::KickReason;
 use crate::signaling::outbox::StopReason;
 
@@ -140,6 +145,13 @@ impl Connection {
         };
         // Frames read one after another without the socket running dry.
         let mut in_a_row: u32 = 0;
+        if self.closing.is_some() {
+            // Refused as it came: what the refusal queued goes out first.
+            if let Ok(first) = self.outbox.rx.try_recv() {
+                let _ = self.write_batch(ws, first).await;
+            }
+            return End::Refused;
+        }
         loop {
             tokio::select! {
                 biased;
@@ -214,7 +226,7 @@ impl Connection {
             w.deadlines.paused_until = Some(tokio::time::Instant::now() + pause);
             w.timer.as_mut().reset(w.deadlines.next(self.ever_joined));
         }
-        end
+        end.or(self.closing.as_ref().map(|_| End::Refused))
     }
 
     /// A connection that never joined within `--join-timeout-ms`: logged,
@@ -271,7 +283,10 @@ impl Connection {
             let mut written = 0;
             while let Some(frame) = next {
                 std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
-                self.hub.metrics.connections.message_out(frame.kind);
+                self.hub
+                    .metrics
+                    .connections
+                    .message_out(self.protocol, frame.kind);
                 self.handle.counts().message_out();
                 ws.start_send_unpin(Message::Text(frame.text))?;
                 written += 1;
@@ -317,18 +332,24 @@ impl Connection {
         }
     }
 
-    /// Sends an `error` straight to the socket, within a bounded time: the
-    /// last word of a connection that is being closed.
+    /// Sends an error straight to the socket, within a bounded time, as the
+    /// protocol says it (matchbox has no error message: its close follows):
+    /// the last word of a connection that is being closed.
     async fn send_last_error<S>(&mut self, ws: &mut WebSocketStream<S>, code: ErrorCode, text: &str)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.journal().error_sent(code, None);
         self.handle.counts().error();
-        self.hub.metrics.connections.message_out(OutKind::Error);
+        let Answer::Send(frame) = self.dialect.error(&ProtocolError::new(code, text)) else {
+            return;
+        };
+        self.hub
+            .metrics
+            .connections
+            .message_out(self.protocol, frame.kind);
         self.handle.counts().message_out();
-        let frame = ServerMessage::error(code, text, None).to_json();
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(frame))).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::Text(frame.text))).await;
     }
 
     /// Closes the socket the way the end requires, within a bounded time.
@@ -344,7 +365,13 @@ impl Connection {
             self.send_last_error(ws, ErrorCode::ServerShuttingDown, text)
                 .await;
         }
-        let close = end.close_frame();
+        let close = match (end, self.closing.take()) {
+            (End::Refused, Some(reason)) => Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: String::from(reason).into(),
+            }),
+            _ => end.close_frame(),
+        };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             match close {
                 Some(frame) => ws.close(Some(frame)).await?,

@@ -1,18 +1,20 @@
-//! WebSocket connections and the frames they carry.
+//! WebSocket connections and the frames they carry, by wire protocol.
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
-use super::families::{counter, counter_vec, gauge, histogram, touch};
-use crate::protocol::{ErrorCode, MessageType, OutKind};
+use super::families::{counter, counter_vec, gauge, gauge_vec, histogram_vec};
+use crate::protocol::{ErrorCode, MessageType, OutKind, Protocol};
 
 pub struct ConnectionMetrics {
-    pub active_connections: IntGauge,
-    pub session_duration: Histogram,
+    /// Open connections, by protocol ([`Protocol`] as index).
+    active: Vec<IntGauge>,
+    session_duration: Vec<Histogram>,
     pub websocket_errors: IntCounter,
     errors: IntCounterVec,
-    /// Children resolved up front: counting a frame is one atomic add.
-    messages_in: Vec<IntCounter>,
-    messages_out: Vec<IntCounter>,
+    /// Children resolved up front, by protocol then type: counting a frame
+    /// is one atomic add.
+    messages_in: Vec<Vec<IntCounter>>,
+    messages_out: Vec<Vec<IntCounter>>,
     /// Connections the server closed on its own, by reason.
     pub kicks: IntCounterVec,
     /// Messages the server meant to deliver but dropped, by reason.
@@ -25,47 +27,65 @@ impl ConnectionMetrics {
         let messages = counter_vec(
             r,
             "chatsubo_messages_total",
-            "WebSocket frames by protocol type and direction (unknown types counted as invalid).",
-            &["direction", "type"],
+            "WebSocket frames by protocol type and direction (unknown types counted as invalid), by wire protocol.",
+            &["direction", "type", "protocol"],
         );
         let errors = counter_vec(
             r,
             "chatsubo_errors_total",
-            "Error messages sent to clients, by protocol code and by kind (client or server).",
-            &["code", "kind"],
+            "Error messages sent to clients, by protocol code, by kind (client or server) and by wire protocol.",
+            &["code", "kind", "protocol"],
         );
         for code in ErrorCode::ALL {
-            errors.with_label_values(&[code.as_str(), code.kind().as_str()]);
+            for protocol in Protocol::ALL {
+                errors.with_label_values(&[code.as_str(), code.kind().as_str(), protocol.as_str()]);
+            }
         }
+        let active = gauge_vec(
+            r,
+            "chatsubo_active_connections",
+            "Open WebSocket connections, by wire protocol.",
+            &["protocol"],
+        );
+        let durations = histogram_vec(
+            r,
+            "chatsubo_session_duration_seconds",
+            "Length of each ended WebSocket connection, by wire protocol.",
+            &["protocol"],
+            vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
+            ],
+        );
+        let by_protocol = |kinds: &[&str], direction: &str| -> Vec<Vec<IntCounter>> {
+            Protocol::ALL
+                .iter()
+                .map(|p| {
+                    kinds
+                        .iter()
+                        .map(|t| messages.with_label_values(&[direction, t, p.as_str()]))
+                        .collect()
+                })
+                .collect()
+        };
+        let types_in: Vec<&str> = MessageType::ALL.iter().map(|t| t.as_str()).collect();
+        let types_out: Vec<&str> = OutKind::ALL.iter().map(|t| t.as_str()).collect();
         ConnectionMetrics {
-            active_connections: gauge(
-                r,
-                "chatsubo_active_connections",
-                "Open WebSocket connections.",
-            ),
-            session_duration: histogram(
-                r,
-                "chatsubo_session_duration_seconds",
-                "Length of each ended WebSocket connection.",
-                vec![
-                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-                    14400.0,
-                ],
-            ),
+            active: Protocol::ALL
+                .iter()
+                .map(|p| active.with_label_values(&[p.as_str()]))
+                .collect(),
+            session_duration: Protocol::ALL
+                .iter()
+                .map(|p| durations.with_label_values(&[p.as_str()]))
+                .collect(),
             websocket_errors: counter(
                 r,
                 "chatsubo_websocket_errors_total",
                 "Transport failures: protocol violations, I/O errors, oversized frames.",
             ),
             errors,
-            messages_in: MessageType::ALL
-                .iter()
-                .map(|t| messages.with_label_values(&["in", t.as_str()]))
-                .collect(),
-            messages_out: OutKind::ALL
-                .iter()
-                .map(|t| messages.with_label_values(&["out", t.as_str()]))
-                .collect(),
+            messages_in: by_protocol(&types_in, "in"),
+            messages_out: by_protocol(&types_out, "out"),
             kicks: counter_vec(
                 r,
                 "chatsubo_kicks_total",
@@ -86,17 +106,31 @@ impl ConnectionMetrics {
         }
     }
 
-    pub fn message_in(&self, kind: MessageType) {
-        self.messages_in[kind as usize].inc();
+    /// The open connections of `protocol`.
+    pub fn active(&self, protocol: Protocol) -> &IntGauge {
+        &self.active[protocol as usize]
     }
 
-    pub fn message_out(&self, kind: OutKind) {
-        self.messages_out[kind as usize].inc();
+    /// Open connections of every protocol.
+    pub fn open(&self) -> i64 {
+        self.active.iter().map(IntGauge::get).sum()
     }
 
-    pub fn error_sent(&self, code: ErrorCode) {
+    pub fn session_duration(&self, protocol: Protocol) -> &Histogram {
+        &self.session_duration[protocol as usize]
+    }
+
+    pub fn message_in(&self, protocol: Protocol, kind: MessageType) {
+        self.messages_in[protocol as usize][kind as usize].inc();
+    }
+
+    pub fn message_out(&self, protocol: Protocol, kind: OutKind) {
+        self.messages_out[protocol as usize][kind as usize].inc();
+    }
+
+    pub fn error_sent(&self, protocol: Protocol, code: ErrorCode) {
         self.errors
-            .with_label_values(&[code.as_str(), code.kind().as_str()])
+            .with_label_values(&[code.as_str(), code.kind().as_str(), protocol.as_str()])
             .inc();
     }
 
@@ -104,7 +138,7 @@ impl ConnectionMetrics {
     pub fn touch_reasons(&self, kicks: &[&str], drops: &[&str]) {
         for (family, values) in [(&self.kicks, kicks), (&self.dropped_messages, drops)] {
             for value in values {
-                touch(family, &[&[value]]);
+                family.with_label_values(&[value]);
             }
         }
     }

@@ -95,12 +95,17 @@ mod tests {
     fn every_contract_family_is_exposed() {
         let m = Metrics::new(10);
         m.rooms.room_peers.observe(1.0);
-        m.connections.session_duration.observe(1.0);
+        m.connections
+            .session_duration(crate::protocol::Protocol::Chatsubo)
+            .observe(1.0);
         m.reports.peer_connect_seconds.observe(1.0);
         m.reports.signaling_rtt_seconds.observe(0.01);
         m.reports.client_connect_seconds.observe(0.1);
         m.reports.client_error("X");
-        m.connections.message_in(crate::protocol::MessageType::Join);
+        m.connections.message_in(
+            crate::protocol::Protocol::Chatsubo,
+            crate::protocol::MessageType::Join,
+        );
         let text = m.render();
         for family in [
             "chatsubo_active_connections",

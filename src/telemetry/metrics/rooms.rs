@@ -3,13 +3,13 @@
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::families::{counter, counter_vec, gauge, histogram, touch};
-use crate::protocol::LeaveReason;
+use crate::protocol::{LeaveReason, Protocol};
 
 pub struct RoomMetrics {
     pub active_rooms: IntGauge,
     pub room_peers: Histogram,
     pub room_full_rejections: IntCounter,
-    pub joins: IntCounter,
+    joins: Vec<IntCounter>,
     leaves: IntCounterVec,
     pub reconnection_attempts: IntCounter,
     pub reconnections: IntCounterVec,
@@ -21,12 +21,20 @@ impl RoomMetrics {
         let leaves = counter_vec(
             r,
             "chatsubo_leaves_total",
-            "Peers gone from rooms, by peer-left reason.",
-            &["reason"],
+            "Peers gone from rooms, by peer-left reason and wire protocol.",
+            &["reason", "protocol"],
         );
         for reason in LeaveReason::ALL {
-            leaves.with_label_values(&[reason.as_str()]);
+            for protocol in Protocol::ALL {
+                leaves.with_label_values(&[reason.as_str(), protocol.as_str()]);
+            }
         }
+        let joins = counter_vec(
+            r,
+            "chatsubo_joins_total",
+            "Successful joins (resumes not included), by wire protocol.",
+            &["protocol"],
+        );
         let reconnections = counter_vec(
             r,
             "chatsubo_reconnections_total",
@@ -51,11 +59,10 @@ impl RoomMetrics {
                 "chatsubo_room_full_rejections_total",
                 "Joins refused with ROOM_FULL.",
             ),
-            joins: counter(
-                r,
-                "chatsubo_joins_total",
-                "Successful joins (resumes not included).",
-            ),
+            joins: Protocol::ALL
+                .iter()
+                .map(|p| joins.with_label_values(&[p.as_str()]))
+                .collect(),
             leaves,
             reconnection_attempts: counter(
                 r,
@@ -66,7 +73,13 @@ impl RoomMetrics {
         }
     }
 
-    pub fn leave(&self, reason: LeaveReason) {
-        self.leaves.with_label_values(&[reason.as_str()]).inc();
+    pub fn leave(&self, reason: LeaveReason, protocol: Protocol) {
+        self.leaves
+            .with_label_values(&[reason.as_str(), protocol.as_str()])
+            .inc();
+    }
+
+    pub fn joined(&self, protocol: Protocol) {
+        self.joins[protocol as usize].inc();
     }
 }

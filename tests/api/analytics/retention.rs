@@ -44,6 +44,7 @@ fn retention_deletes_old_history_and_keeps_the_rest() {
                     remote_addr: "127.0.0.1".into(),
                     user_agent: None,
                     connections: 1,
+                    protocol: Default::default(),
                 },
             ),
             event(

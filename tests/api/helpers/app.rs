@@ -194,13 +194,29 @@ impl TestApp {
     }
 }
 
-/// Reads one sample value from a text exposition.
+/// Reads one sample from a text exposition: `name{labels}` names every
+/// series of `name` that has those labels (and perhaps others, such as the
+/// `protocol` most families carry), and their values are summed; 0 if none.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
+    let (name, labels) = split_series(sample);
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse::<f64>().ok())?
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, have) = split_series(series);
+            (n == name && labels.iter().all(|l| have.contains(l)))
+                .then(|| value.parse::<f64>().ok())?
         })
-        .unwrap_or(0.0)
+        .sum()
+}
+
+/// `name{a="1",b="2"}` as the name and its `a="1"`-style labels.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => {
+            let labels = rest.trim_end_matches('}');
+            (name, labels.split(',').filter(|l| !l.is_empty()).collect())
+        }
+        None => (series, Vec::new()),
+    }
 }

@@ -133,6 +133,7 @@ fn the_v3_to_v4_step_reads_full_records_and_writes_short_ones() {
         remote_addr: "203.0.113.9".into(),
         user_agent: None,
         connections: 1,
+        protocol: Default::default(),
     };
     apply_events(
         &store,
