@@ -26,12 +26,13 @@ LAYERS = [
     ("lib",),
     ("app",),
     ("server",),
-    ("http",),
     ("adapters",),
+    ("http",),
     ("signaling",),
     ("analytics",),
     ("telemetry",),
-    ("protocol", "config", "clock", "timefmt"),
+    ("config",),
+    ("protocol", "clock", "timefmt"),
 ]
 
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -14,12 +14,14 @@
 //! ```text
 //! app          start-up and shut-down: store, hub, background loops, serve
 //! server       the accept loop, per-connection HTTP limits, graceful shutdown
+//! adapters     foreign protocols at the edge: matchbox, PeerJS
 //! http         the warp filter tree: /ws upgrade, /health, /metrics, /api, pages
 //! signaling    rooms, the per-connection loop, resume, limits, the journal
 //! analytics    the history: recorder, writer, sled store, queries, retention
 //! telemetry    the metrics registry, JSON logs, trace export
-//! protocol     wire messages, validation, ids, error codes    (and config,
-//!              clock, timefmt beside it)
+//! config       every flag, its variable and default
+//! protocol     wire messages, validation, ids, error codes (and clock,
+//!              timefmt beside it)
 //! ```
 //!
 //! # The data flow
@@ -33,6 +35,7 @@
 //! store writes. `/api` reads the store and the hub's live rooms.
 //! `docs/architecture.md` follows a relayed offer and a join through it.
 
+pub mod adapters;
 pub mod analytics;
 mod app;
 pub mod clock;

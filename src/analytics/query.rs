@@ -11,13 +11,15 @@ use super::codec::{RoomStats, decode_events, decode_room, decode_session};
 use super::event::{EventKind, SessionRecord, StoredEvent};
 use super::keys::{self, ChurnCounts};
 use super::store::{Store, Tree, scan_prefix};
-use crate::protocol::{peer_of_session, session_of_peer};
+use crate::protocol::{Protocol, peer_of_session, session_of_peer};
 
 /// Filters of `GET /api/sessions`, already validated.
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
     pub room: Option<String>,
     pub peer: Option<String>,
+    /// Only sessions of this wire protocol.
+    pub protocol: Option<Protocol>,
     /// `connectedAt >= since` (unix ms).
     pub since_ms: Option<u64>,
     /// `connectedAt < until` (unix ms).
@@ -41,15 +43,22 @@ pub fn list_sessions(store: &dyn Store, filter: &SessionFilter) -> anyhow::Resul
         return Ok(empty_page());
     };
     let want = filter.limit + 1;
+    let keep = |s: &SessionRecord| {
+        filter
+            .room
+            .as_ref()
+            .is_none_or(|room| s.room.as_ref() == Some(room))
+            && filter.protocol.is_none_or(|p| s.protocol == p)
+    };
     let mut rows = match (&filter.peer, &filter.room) {
-        (None, None) => scan_sessions(store, lo, hi, want)?,
-        (Some(peer), room) => {
+        (None, None) => scan_sessions(store, (lo, hi), want, &keep)?,
+        (Some(peer), _) => {
             // The peer index is the narrower one: a peer has few sessions.
-            let mut rows = scan_index(store, Tree::ByPeer, peer, room.as_deref(), (lo, hi), want)?;
-            add_first_session(store, peer, room.as_deref(), (lo, hi), &mut rows, want)?;
+            let mut rows = scan_index(store, Tree::ByPeer, peer, (lo, hi), want, &keep)?;
+            add_first_session(store, peer, (lo, hi), &mut rows, want, &keep)?;
             rows
         }
-        (None, Some(room)) => scan_index(store, Tree::ByRoom, room, Some(room), (lo, hi), want)?,
+        (None, Some(room)) => scan_index(store, Tree::ByRoom, room, (lo, hi), want, &keep)?,
     };
     let next_cursor = if rows.len() > filter.limit {
         rows.truncate(filter.limit);
@@ -77,12 +86,13 @@ fn id_range(filter: &SessionFilter) -> Option<(u128, u128)> {
     (lo <= hi).then_some((lo, hi))
 }
 
-/// Up to `want` sessions with ids in `[lo, hi]`, newest first.
+/// Up to `want` sessions with ids in `[lo, hi]` that `keep` keeps, newest
+/// first.
 fn scan_sessions(
     store: &dyn Store,
-    lo: u128,
-    hi: u128,
+    (lo, hi): (u128, u128),
     want: usize,
+    keep: &dyn Fn(&SessionRecord) -> bool,
 ) -> anyhow::Result<Vec<(u128, SessionRecord)>> {
     let mut rows = Vec::with_capacity(want.min(1024));
     let mut failure = None;
@@ -93,7 +103,8 @@ fn scan_sessions(
         true,
         &mut |k, v| {
             match (keys::decode_session_key(k), decode_session(k, v)) {
-                (Some(id), Ok(s)) => rows.push((id, s)),
+                (Some(id), Ok(s)) if keep(&s) => rows.push((id, s)),
+                (Some(_), Ok(_)) => {}
                 (_, Err(e)) => {
                     failure = Some(e);
                     return false;
@@ -107,14 +118,14 @@ fn scan_sessions(
 }
 
 /// Up to `want` sessions that the index `tree` lists under `name`, with
-/// ids in `range`, newest first; only those in `room` when it is given.
+/// ids in `range`, that `keep` keeps, newest first.
 fn scan_index(
     store: &dyn Store,
     tree: Tree,
     name: &str,
-    room: Option<&str>,
     (lo, hi): (u128, u128),
     want: usize,
+    keep: &dyn Fn(&SessionRecord) -> bool,
 ) -> anyhow::Result<Vec<(u128, SessionRecord)>> {
     let mut rows = Vec::with_capacity(want.min(1024));
     let mut failure = None;
@@ -128,7 +139,7 @@ fn scan_index(
                 return true;
             };
             match read_session(store, id) {
-                Ok(Some(s)) if room.is_none() || s.room.as_deref() == room => rows.push((id, s)),
+                Ok(Some(s)) if keep(&s) => rows.push((id, s)),
                 Ok(_) => {}
                 Err(e) => {
                     failure = Some(e);
@@ -148,10 +159,10 @@ fn scan_index(
 fn add_first_session(
     store: &dyn Store,
     peer: &str,
-    room: Option<&str>,
     (lo, hi): (u128, u128),
     rows: &mut Vec<(u128, SessionRecord)>,
     want: usize,
+    keep: &dyn Fn(&SessionRecord) -> bool,
 ) -> anyhow::Result<()> {
     let Some(first) = session_of_peer(peer) else {
         return Ok(());
@@ -161,7 +172,7 @@ fn add_first_session(
     }
     if let Some(s) = read_session(store, first)?
         && s.peer_id == peer
-        && (room.is_none() || s.room.as_deref() == room)
+        && keep(&s)
     {
         let at = rows.partition_point(|(id, _)| *id > first);
         rows.insert(at, (first, s));

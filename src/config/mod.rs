@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod adapters;
 mod edge;
 mod ice;
 
+pub use adapters::AdaptersConfig;
 pub use edge::EdgeConfig;
 pub use ice::{IceConfig, TURN_SECRET_VAR, TurnSecret};
 
@@ -156,6 +158,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub ice: IceConfig,
+
+    #[command(flatten)]
+    pub adapters: AdaptersConfig,
 }
 
 /// How often the log file rotates.

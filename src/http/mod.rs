@@ -18,6 +18,7 @@ use warp::filters::BoxedFilter;
 pub use client_addr::{ClientAddr, client_addr};
 pub use errors::{ApiError, json_error};
 pub use slow::SlowStage;
+pub use ws::{Admitted, UpgradeRequest, accept, upgrade_request};
 
 use crate::signaling::Hub;
 

@@ -2,7 +2,7 @@
 //! so that the socket's buffers are sized deliberately and the connection
 //! caps answer before any upgrade.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -31,18 +31,42 @@ pub fn route(hub: Arc<Hub>) -> impl Filter<Extract = (Response,), Error = warp::
     warp::path("ws")
         .and(warp::path::end())
         .and(warp::get())
-        .and(warp::header::headers_cloned())
+        .and(upgrade_request())
         .and(query)
+        .map(move |request: UpgradeRequest, query: WsQuery| {
+            accept(&hub, request, |client| {
+                ConnectionInfo::native(client.remote, client.user_agent, client.permit, query.room)
+            })
+        })
+}
+
+/// What a WebSocket upgrade request brings: its headers, the upgrade to
+/// wait for, and the client's address.
+pub struct UpgradeRequest {
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    addr: Option<ClientAddr>,
+}
+
+/// The client of an upgrade that passed every check, and its place under
+/// the connection caps.
+pub struct Admitted {
+    pub remote: SocketAddr,
+    pub user_agent: Option<String>,
+    pub permit: ConnectionPermit,
+}
+
+/// The parts of a request [`accept`] needs.
+pub fn upgrade_request()
+-> impl Filter<Extract = (UpgradeRequest,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned()
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<ClientAddr>())
-        .map(
-            move |headers: HeaderMap,
-                  query: WsQuery,
-                  on_upgrade: Option<OnUpgrade>,
-                  addr: Option<ClientAddr>| {
-                upgrade(&hub, &headers, query, on_upgrade, addr)
-            },
-        )
+        .map(|headers, on_upgrade, addr| UpgradeRequest {
+            headers,
+            on_upgrade,
+            addr,
+        })
 }
 
 /// The WebSocket settings. The read buffer is what every idle connection
@@ -58,13 +82,21 @@ pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-fn upgrade(
+/// Accepts a WebSocket upgrade after the checks every endpoint shares (a
+/// valid handshake, no shutdown, an allowed origin, a place under the
+/// connection caps), and serves the connection `connection` describes, of
+/// whichever protocol.
+pub fn accept(
     hub: &Arc<Hub>,
-    headers: &HeaderMap,
-    query: WsQuery,
-    on_upgrade: Option<OnUpgrade>,
-    addr: Option<ClientAddr>,
+    request: UpgradeRequest,
+    connection: impl FnOnce(Admitted) -> ConnectionInfo,
 ) -> Response {
+    let UpgradeRequest {
+        headers,
+        on_upgrade,
+        addr,
+    } = request;
+    let headers = &headers;
     let key = match handshake_key(headers) {
         Ok(key) => key,
         Err(refused) => return *refused,
@@ -90,13 +122,17 @@ fn upgrade(
         Ok(permit) => permit,
         Err(refused) => return *refused,
     };
-    let info = ConnectionInfo::native(remote, user_agent(headers), permit, query.room);
+    let info = connection(Admitted {
+        remote,
+        user_agent: user_agent(headers),
+        permit,
+    });
     spawn_connection(hub, on_upgrade, info);
     switching_protocols(key.as_bytes())
 }
 
 /// The client's `User-Agent`, at most 256 characters.
-pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

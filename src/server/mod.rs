@@ -14,8 +14,11 @@ use std::time::Duration;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::http;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
 use crate::signaling::Hub;
+use crate::{adapters, http};
 
 /// Said to a client refused by `--max-http-connections`, without waiting.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 97\r\nretry-after: 5\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many open HTTP connections; retry later\"}}";
@@ -65,7 +68,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let service = warp::service(http::routes(hub.clone()));
+    let service = warp::service(routes(hub.clone()));
     hub.metrics
         .edge
         .connections_refused
@@ -118,6 +121,15 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Every route: the foreign protocols' (`crate::adapters`), then the rest,
+/// whose recovery answers whatever matched nothing.
+pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(warp::reply::Response,)> {
+    adapters::routes(hub.clone())
+        .or(http::routes(hub))
+        .unify()
+        .boxed()
 }
 
 /// Refuses a connection over `--max-http-connections` with a 503 (counted,

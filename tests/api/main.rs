@@ -18,6 +18,7 @@ mod storage;
 // Operating the server: its command line, HTTP surface, logs, metrics and
 // traces.
 mod cli;
+mod adapters;
 mod edge;
 mod http;
 mod logs;

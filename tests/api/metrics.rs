@@ -221,15 +221,30 @@ async fn scripted_scenario_matches_every_metric_exactly() {
             7.0,
         ),
         (r#"chatsubo_joins_total{protocol="chatsubo"}"#, 4.0),
-        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="left"}"#, 4.0),
-        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="disconnected"}"#, 0.0),
-        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="timeout"}"#, 0.0),
-        (r#"chatsubo_leaves_total{protocol="chatsubo",reason="kicked"}"#, 0.0),
+        (
+            r#"chatsubo_leaves_total{protocol="chatsubo",reason="left"}"#,
+            4.0,
+        ),
+        (
+            r#"chatsubo_leaves_total{protocol="chatsubo",reason="disconnected"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_leaves_total{protocol="chatsubo",reason="timeout"}"#,
+            0.0,
+        ),
+        (
+            r#"chatsubo_leaves_total{protocol="chatsubo",reason="kicked"}"#,
+            0.0,
+        ),
         ("chatsubo_reconnection_attempts_total", 3.0),
         (r#"chatsubo_reconnections_total{outcome="resumed"}"#, 1.0),
         (r#"chatsubo_reconnections_total{outcome="invalid"}"#, 1.0),
         (r#"chatsubo_reconnections_total{outcome="expired"}"#, 1.0),
-        (r#"chatsubo_session_duration_seconds_count{protocol="chatsubo"}"#, 6.0),
+        (
+            r#"chatsubo_session_duration_seconds_count{protocol="chatsubo"}"#,
+            6.0,
+        ),
         (
             r#"chatsubo_peer_connections_total{outcome="connected",path="unknown"}"#,
             1.0,

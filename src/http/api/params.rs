@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::clock::now_ms;
 use crate::http::ApiError;
-use crate::protocol::RoomName;
+use crate::protocol::{Protocol, RoomName};
 use crate::timefmt;
 
 /// Range of `/api/churn` and `/api/stats` when `since` is absent.
@@ -76,20 +76,29 @@ pub fn room_param(p: &HashMap<&str, &str>) -> Result<Option<String>, ApiError> {
     }
 }
 
+pub fn protocol_param(p: &HashMap<&str, &str>) -> Result<Option<Protocol>, ApiError> {
+    match p.get("protocol") {
+        None => Ok(None),
+        Some(text) => Protocol::parse(text)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("protocol must be chatsubo, peerjs or matchbox")),
+    }
+}
+
 pub fn peer_param(p: &HashMap<&str, &str>) -> Result<Option<String>, ApiError> {
     match p.get("peer") {
         None => Ok(None),
         Some(text)
             if !text.is_empty()
                 && text.len() <= 64
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
+                && text.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b' ')
+                }) =>
         {
             Ok(Some(text.to_string()))
         }
         Some(_) => Err(ApiError::bad_request(
-            "peer must be a peer id such as p_01JD…",
+            "peer must be a peer id such as p_01JD… (a PeerJS id, a matchbox UUID)",
         )),
     }
 }

@@ -63,7 +63,11 @@ pub async fn list_rooms(hub: Arc<Hub>, q: Query) -> Result<Response, warp::Rejec
     })
     .await?;
     let now = now_ms();
-    let live: HashMap<String, usize> = live.into_iter().collect();
+    // One name may be a room of each protocol (and several groups of one).
+    let live: HashMap<String, usize> = live.into_iter().fold(HashMap::new(), |mut m, (n, c)| {
+        *m.entry(n).or_default() += c;
+        m
+    });
     let mut rooms: Vec<ApiRoom> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (name, stats) in &stored {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use warp::Reply;
 use warp::reply::Response;
 
-use super::params::{Query, at, bad, params, peer_param, range, room_param};
+use super::params::{Query, at, bad, params, peer_param, protocol_param, range, room_param};
 use super::{blocking, store};
 use crate::analytics::{self, SessionFilter, SessionRecord, StoredEvent};
 use crate::http::ApiError;
@@ -34,6 +34,7 @@ struct ApiSession {
     messages_in: u64,
     messages_out: u64,
     errors: u64,
+    protocol: &'static str,
 }
 
 impl From<SessionRecord> for ApiSession {
@@ -53,6 +54,7 @@ impl From<SessionRecord> for ApiSession {
             messages_in: s.messages_in,
             messages_out: s.messages_out,
             errors: s.errors,
+            protocol: s.protocol.as_str(),
         }
     }
 }
@@ -65,7 +67,13 @@ struct SessionList {
 }
 
 pub async fn list_sessions(hub: Arc<Hub>, q: Query) -> Result<Response, warp::Rejection> {
-    let p = params(&q, &["room", "peer", "since", "until", "limit", "cursor"]).map_err(bad)?;
+    let p = params(
+        &q,
+        &[
+            "room", "peer", "protocol", "since", "until", "limit", "cursor",
+        ],
+    )
+    .map_err(bad)?;
     let (since_ms, until_ms) = range(&p).map_err(bad)?;
     let limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
@@ -94,6 +102,7 @@ pub async fn list_sessions(hub: Arc<Hub>, q: Query) -> Result<Response, warp::Re
     let filter = SessionFilter {
         room: room_param(&p).map_err(bad)?,
         peer: peer_param(&p).map_err(bad)?,
+        protocol: protocol_param(&p).map_err(bad)?,
         since_ms,
         until_ms,
         limit,

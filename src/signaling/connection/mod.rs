@@ -228,7 +228,10 @@ impl Connection {
             Entry::Room(Some(room)) => self.join_query_room(&room),
             Entry::Group { name, of } => self.join_group(name, of),
             Entry::Claim { namespace, token } => self.claim(namespace, &token),
-            Entry::Refuse(err) => self.send_error(&err),
+            Entry::Refuse(err) => {
+                self.send_error(&err);
+                self.close_with(err.message);
+            }
         }
     }
 

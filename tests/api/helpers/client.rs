@@ -48,6 +48,36 @@ impl Client {
         Ok(c)
     }
 
+    /// Connects and reads nothing: a foreign protocol's first frame is its
+    /// own (matchbox's `IdAssigned`, PeerJS's `OPEN`).
+    pub async fn connect_raw(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Client {
+            ws,
+            welcome: Value::Null,
+        }
+    }
+
+    /// The close the server sends next: its code and reason (a text
+    /// message before it fails the test).
+    pub async fn recv_close(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a close within PATIENCE");
+            match read {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.as_str().to_string());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
     pub fn peer_id(&self) -> String {
         self.welcome["peerId"].as_str().unwrap().to_string()
     }
