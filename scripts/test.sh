@@ -36,7 +36,9 @@ if ((${#missing[@]})); then
   trap - EXIT
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+# Install from the lock when a module the browser tests load is missing
+# (node_modules from before peerjs was added lacks it).
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/peerjs ]; then
   section "installing the browser tests' node modules"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
