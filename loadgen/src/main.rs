@@ -33,6 +33,10 @@ struct Args {
     /// Protocol the server speaks: chatsubo, matchbox or peerjs.
     #[arg(long, default_value = "chatsubo")]
     protocol: String,
+    /// Path the protocol's endpoints sit under: `/matchbox` or `/peerjs`
+    /// to load Chatsubo's adapters with the matchbox or peerjs protocol.
+    #[arg(long, default_value = "")]
+    path_prefix: String,
     /// The server's address; loopback only.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -72,10 +76,11 @@ fn main() -> ExitCode {
         eprintln!("chatsubo-loadgen: only loopback addresses are allowed as targets");
         return ExitCode::from(2);
     }
-    let Some(protocol) = protocols::by_name(&args.protocol) else {
+    let Some(protocol) = protocols::by_name(&args.protocol, &args.path_prefix) else {
         eprintln!(
-            "chatsubo-loadgen: unknown protocol '{}' (one of {})",
+            "chatsubo-loadgen: unknown protocol '{}' with path prefix '{}' (one of {}; chatsubo takes none)",
             args.protocol,
+            args.path_prefix,
             protocols::NAMES.join(", ")
         );
         return ExitCode::from(2);

@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 use super::{Event, PeerKey, Protocol};
 
 /// The matchbox_server protocol.
-pub struct Matchbox;
+#[derive(Default)]
+pub struct Matchbox {
+    /// What comes before the room in the URL path: empty for
+    /// matchbox_server, `/matchbox` for Chatsubo's matchbox endpoint.
+    pub prefix: String,
+}
 
 impl Protocol for Matchbox {
     fn name(&self) -> &'static str {
@@ -18,7 +23,7 @@ impl Protocol for Matchbox {
     }
 
     fn url(&self, addr: SocketAddr, room: &str, _key: &PeerKey) -> String {
-        format!("ws://{addr}/{room}")
+        format!("ws://{addr}{}/{room}", self.prefix)
     }
 
     fn welcome(&self, text: &str, _key: &PeerKey) -> Result<String, String> {
@@ -72,21 +77,29 @@ mod tests {
             name: "x".into(),
             token: "t".into(),
         };
+        let matchbox = Matchbox::default();
         let id = "4e4e4a3c-0b0b-4c1c-9d9d-0a0a0a0a0a0a";
         assert_eq!(
-            Matchbox.welcome(&format!(r#"{{"IdAssigned":"{id}"}}"#), &key),
+            matchbox.welcome(&format!(r#"{{"IdAssigned":"{id}"}}"#), &key),
             Ok(id.to_owned())
         );
         let mut out = String::new();
-        Matchbox.write_relay(id, r#"{"a":1}"#, &mut out);
+        matchbox.write_relay(id, r#"{"a":1}"#, &mut out);
         assert_eq!(
             out,
             format!(r#"{{"Signal":{{"receiver":"{id}","data":{{"a":1}}}}}}"#)
         );
         assert_eq!(
-            Matchbox.classify(r#"{"Signal":{"sender":"x","data":{}}}"#),
+            matchbox.classify(r#"{"Signal":{"sender":"x","data":{}}}"#),
             Event::Relay
         );
-        assert_eq!(Matchbox.classify(r#"{"NewPeer":"x"}"#), Event::PeerJoined);
+        assert_eq!(matchbox.classify(r#"{"NewPeer":"x"}"#), Event::PeerJoined);
+        let chatsubo = Matchbox {
+            prefix: "/matchbox".into(),
+        };
+        assert_eq!(
+            chatsubo.url("127.0.0.1:9000".parse().unwrap(), "r1", &key),
+            "ws://127.0.0.1:9000/matchbox/r1"
+        );
     }
 }

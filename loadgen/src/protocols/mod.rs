@@ -80,12 +80,18 @@ pub trait Protocol: Send + Sync {
     fn join_note(&self) -> &'static str;
 }
 
-/// The adapter for a protocol name given on the command line.
-pub fn by_name(name: &str) -> Option<Arc<dyn Protocol>> {
+/// The adapter for a protocol name given on the command line. `prefix` is
+/// the path the protocol's endpoints sit under (`/matchbox` and `/peerjs`
+/// on Chatsubo, empty on matchbox_server and a default peerjs-server).
+pub fn by_name(name: &str, prefix: &str) -> Option<Arc<dyn Protocol>> {
+    let prefix = prefix.trim_end_matches('/').to_owned();
     match name {
-        "chatsubo" => Some(Arc::new(Chatsubo)),
-        "matchbox" => Some(Arc::new(Matchbox)),
-        "peerjs" => Some(Arc::new(PeerJs::default())),
+        "chatsubo" if prefix.is_empty() => Some(Arc::new(Chatsubo)),
+        "matchbox" => Some(Arc::new(Matchbox { prefix })),
+        "peerjs" => Some(Arc::new(PeerJs {
+            prefix,
+            ..PeerJs::default()
+        })),
         _ => None,
     }
 }

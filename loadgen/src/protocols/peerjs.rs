@@ -14,12 +14,16 @@ use super::{Event, PeerKey, Protocol};
 pub struct PeerJs {
     /// The server's `--key` (`peerjs` unless configured).
     pub key: String,
+    /// peerjs-server's `--path` without its trailing slash: empty for the
+    /// default `/`, `/peerjs` for Chatsubo's PeerJS endpoint.
+    pub prefix: String,
 }
 
 impl Default for PeerJs {
     fn default() -> Self {
         PeerJs {
             key: "peerjs".into(),
+            prefix: String::new(),
         }
     }
 }
@@ -31,8 +35,8 @@ impl Protocol for PeerJs {
 
     fn url(&self, addr: SocketAddr, _room: &str, key: &PeerKey) -> String {
         format!(
-            "ws://{addr}/peerjs?key={}&id={}&token={}",
-            self.key, key.name, key.token
+            "ws://{addr}{}/peerjs?key={}&id={}&token={}",
+            self.prefix, self.key, key.name, key.token
         )
     }
 
