@@ -17,8 +17,8 @@ mod storage;
 
 // Operating the server: its command line, HTTP surface, logs, metrics and
 // traces.
-mod cli;
 mod adapters;
+mod cli;
 mod edge;
 mod http;
 mod logs;

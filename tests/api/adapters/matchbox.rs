@@ -11,7 +11,10 @@ use crate::helpers::*;
 async fn peer(app: &TestApp, path: &str) -> (Client, String) {
     let mut c = Client::connect_raw(&format!("ws://{}/matchbox/{path}", app.addr)).await;
     let first = c.recv().await;
-    let id = first["IdAssigned"].as_str().expect("IdAssigned first").to_string();
+    let id = first["IdAssigned"]
+        .as_str()
+        .expect("IdAssigned first")
+        .to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{first}");
     (c, id)
 }
@@ -31,15 +34,21 @@ async fn next_2_pairs_peers_in_the_order_they_come_and_relays_their_signals() {
     // newcomer hears of nobody.
     assert_eq!(a.recv().await, json!({"NewPeer": b_id}));
     b.expect_silence(QUIET).await;
-    a.send(signal(&b_id, json!({"Offer": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"})))
-        .await;
+    a.send(signal(
+        &b_id,
+        json!({"Offer": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}),
+    ))
+    .await;
     assert_eq!(
         b.recv().await,
         json!({"Signal": {"sender": a_id, "data": {"Offer": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}}})
     );
     b.send(signal(&a_id, json!({"Answer": "v=0"}))).await;
-    b.send(signal(&a_id, json!({"IceCandidate": "{\"candidate\":\"c\"}"})))
-        .await;
+    b.send(signal(
+        &a_id,
+        json!({"IceCandidate": "{\"candidate\":\"c\"}"}),
+    ))
+    .await;
     assert_eq!(a.recv().await["Signal"]["data"], json!({"Answer": "v=0"}));
     assert_eq!(
         a.recv().await["Signal"]["data"],
@@ -96,18 +105,19 @@ async fn bad_input_closes_with_1008_and_a_reason_and_is_counted() {
     b.send(signal(&b_id, json!({"Hello": "x"}))).await;
     assert!(b.recv_close().await.1.contains("PeerSignal"));
     let (mut c, _) = peer(&app, "bad").await;
-    c.send_frame(tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
-        vec![1, 2, 3],
-        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
-            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
+    c.send_frame(
+        tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+            vec![1, 2, 3],
+            tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+                tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
+            ),
+            true,
         ),
-        true,
-    ))
+    )
     .await;
     assert_eq!(c.recv_close().await.0, 1008);
     for path in ["bad%20room", "x?next=3"] {
-        let mut refused =
-            Client::connect_raw(&format!("ws://{}/matchbox/{path}", app.addr)).await;
+        let mut refused = Client::connect_raw(&format!("ws://{}/matchbox/{path}", app.addr)).await;
         let first = refused.recv().await;
         assert!(first["IdAssigned"].is_string(), "{first}");
         let (code, reason) = refused.recv_close().await;
@@ -134,7 +144,8 @@ async fn bad_input_closes_with_1008_and_a_reason_and_is_counted() {
 async fn a_message_over_the_limit_is_closed_with_1009() {
     let app = spawn_app_with(|c| c.max_message_bytes = 1024).await;
     let (mut a, a_id) = peer(&app, "big").await;
-    a.send(signal(&a_id, json!({"Offer": "x".repeat(2000)}))).await;
+    a.send(signal(&a_id, json!({"Offer": "x".repeat(2000)})))
+        .await;
     assert_eq!(a.recv_close().await.0, 1009);
 }
 

@@ -54,10 +54,16 @@ async fn the_http_side_answers_as_peerjs_server_does_with_cors() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(res.headers()["access-control-allow-origin"], "http://app.example");
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
     assert_eq!(res.headers()["vary"], "Origin");
     let id = res.text().await.unwrap();
-    assert!(uuid::Uuid::parse_str(&id).is_ok() && id.len() == 36, "{id:?}");
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok() && id.len() == 36,
+        "{id:?}"
+    );
     let preflight = client
         .request(reqwest::Method::OPTIONS, app.url("/peerjs/peerjs/id"))
         .header("Origin", "http://app.example")
@@ -68,10 +74,15 @@ async fn the_http_side_answers_as_peerjs_server_does_with_cors() {
         .unwrap();
     assert_eq!(preflight.status().as_u16(), 204);
     assert_eq!(preflight.headers()["access-control-allow-headers"], "x-foo");
-    let peers = client.get(app.url("/peerjs/peerjs/peers")).send().await.unwrap();
+    let peers = client
+        .get(app.url("/peerjs/peerjs/peers"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(peers.status().as_u16(), 401);
     // With --allowed-origin, only its origins get CORS.
-    let strict = spawn_app_with(|c| c.edge.allowed_origins = vec!["https://app.example".into()]).await;
+    let strict =
+        spawn_app_with(|c| c.edge.allowed_origins = vec!["https://app.example".into()]).await;
     let other = client
         .get(strict.url("/peerjs/peerjs/id"))
         .header("Origin", "http://evil.example")
@@ -136,12 +147,17 @@ async fn a_bad_claim_gets_error_and_a_close() {
     let app = spawn_app().await;
     for (query, msg) in [
         ("key=nope&id=a&token=t", "Invalid key provided"),
-        ("key=peerjs&token=t", "No id, token, or key supplied to websocket server"),
-        ("key=peerjs&id=a&token=", "No id, token, or key supplied to websocket server"),
+        (
+            "key=peerjs&token=t",
+            "No id, token, or key supplied to websocket server",
+        ),
+        (
+            "key=peerjs&id=a&token=",
+            "No id, token, or key supplied to websocket server",
+        ),
         ("key=peerjs&id=a%2Fb&token=t", "Invalid id provided"),
     ] {
-        let mut c =
-            Client::connect_raw(&format!("ws://{}/peerjs/peerjs?{query}", app.addr)).await;
+        let mut c = Client::connect_raw(&format!("ws://{}/peerjs/peerjs?{query}", app.addr)).await;
         assert_eq!(
             c.recv().await,
             json!({"type":"ERROR","payload":{"msg":msg}}),
@@ -198,8 +214,15 @@ async fn a_dropped_peer_resumes_with_its_token_inside_the_grace() {
     })
     .await;
     let sessions = list["sessions"].as_array().unwrap();
-    assert!(sessions.iter().all(|s| s["peerId"] == "alice" && s["protocol"] == "peerjs"));
-    assert_eq!(sessions[0]["resumedFrom"], sessions[1]["sessionId"], "{list}");
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["peerId"] == "alice" && s["protocol"] == "peerjs")
+    );
+    assert_eq!(
+        sessions[0]["resumedFrom"], sessions[1]["sessionId"],
+        "{list}"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +234,12 @@ async fn bad_messages_get_error_and_a_namespace_has_no_room_size_cap() {
     a.send_text("not json").await;
     let err = a.recv().await;
     assert_eq!(err["type"], "ERROR");
-    assert!(err["payload"]["msg"].as_str().unwrap().contains("not a PeerJS message"));
+    assert!(
+        err["payload"]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not a PeerJS message")
+    );
     a.send(json!({"type":"OFFER","dst":"b"})).await;
     assert_eq!(a.recv().await["payload"]["msg"], "missing field payload");
     assert_eq!(
