@@ -18,12 +18,15 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # openssl makes.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The TURN tests run a real coturn (turnserver) and its turnutils_uclient.
+command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || missing+=(coturn)
 if ((${#missing[@]})); then
   section "installing Debian packages: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  # The tests start their own Prometheus on a free port: keep the packages'
-  # scripts from starting system services (policy-rc.d exit 101 = "don't").
+  # The tests start their own Prometheus and coturn on free ports: keep the
+  # packages' scripts from starting system services (policy-rc.d exit 101 =
+  # "don't"; coturn's would take 3478).
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null

@@ -12,6 +12,19 @@ const DEFAULTS = {
   maxQueuedTelemetry: 50, // kept while disconnected; oldest dropped
 };
 
+/**
+ * TURN credentials are refreshed (`ice-servers`) once this share of their
+ * remaining lifetime has passed; past that point they count as expiring,
+ * and a new peer connection asks for fresh ones before it gathers.
+ */
+const ICE_REFRESH_AT = 0.8;
+const ICE_REFRESH_MIN_MS = 5000; // the refresh timer never fires sooner than this
+const ICE_REFRESH_MAX_MS = 2 ** 31 - 1; // setTimeout's limit (about 24.8 days)
+const ICE_ANSWER_TIMEOUT_MS = 3000; // an ice-servers answer later than this is not waited for
+
+/** The local candidate types a connected pair can report as its `path`. */
+const PATHS = new Set(["host", "srflx", "prflx", "relay"]);
+
 /** Close codes after which reconnecting would be wrong. */
 const FINAL_CLOSE_CODES = new Set([
   4000, // this peer resumed on another connection
@@ -29,9 +42,53 @@ export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
 }
 
 /**
+ * When the TURN credentials among `iceServers` expire, in ms since the
+ * epoch: the earliest `<expiry unix seconds>:` prefix of a `username`
+ * (coturn's REST API scheme), or null when no server has one.
+ */
+export function credentialExpiry(iceServers) {
+  let earliest = null;
+  for (const server of iceServers ?? []) {
+    const match = /^(\d+):/.exec(typeof server?.username === "string" ? server.username : "");
+    if (!match) continue;
+    const at = Number(match[1]) * 1000;
+    if (earliest === null || at < earliest) earliest = at;
+  }
+  return earliest;
+}
+
+/**
+ * The path of a connected peer connection from its `getStats()` report:
+ * the local candidate type (`host`, `srflx`, `prflx`, `relay`) of the
+ * selected candidate pair, or undefined when the report does not say.
+ */
+export function selectedPath(report) {
+  let pair;
+  for (const stats of report.values()) {
+    if (stats.type === "transport" && stats.selectedCandidatePairId) {
+      pair = report.get(stats.selectedCandidatePairId);
+      if (pair) break;
+    }
+  }
+  if (!pair) {
+    // Browsers without the transport's selectedCandidatePairId (Firefox)
+    // flag the pair itself.
+    for (const stats of report.values()) {
+      if (stats.type === "candidate-pair" && stats.state === "succeeded" && (stats.selected || stats.nominated)) {
+        pair = stats;
+        break;
+      }
+    }
+  }
+  const type = pair && report.get(pair.localCandidateId)?.candidateType;
+  return PATHS.has(type) ? type : undefined;
+}
+
+/**
  * The signaling connection. Events (all CustomEvent, payload in `detail`):
  * `state` ({state: "connecting"|"open"|"reconnecting"|"closed"}), `welcome`,
  * `joined`, `peer-joined`, `peer-left`, `offer`, `answer`, `ice-candidate`,
+ * `ice-servers` ({iceServers}: from a welcome or a refresh),
  * `server-error` (an `error` message), `rtt` ({ms}).
  */
 export class SignalingClient extends EventTarget {
@@ -54,8 +111,11 @@ export class SignalingClient extends EventTarget {
     this.pending = []; // telemetry waiting for a connection
     this.pings = new Map();
     this.nextPingId = 1;
-    this.timers = { retry: null, connect: null, ping: null };
+    this.timers = { retry: null, connect: null, ping: null, ice: null };
     this.lastRttMs = null;
+    this.iceServers = null; // STUN/TURN servers from the server, null when it names none
+    this.iceExpiringAt = null; // from then on the TURN credentials count as expiring
+    this.iceRequest = null; // the ice-servers request in flight
   }
 
   /** Opens the connection (and keeps it open until close()). */
@@ -84,6 +144,41 @@ export class SignalingClient extends EventTarget {
     const message = { type, to, data };
     if (traceparent) message.traceparent = traceparent;
     return this.#send(message);
+  }
+
+  /**
+   * Whether the TURN credentials in `iceServers` are close to their expiry
+   * (past 80% of the lifetime they had when they arrived).
+   */
+  iceServersExpiring() {
+    return this.iceExpiringAt !== null && Date.now() >= this.iceExpiringAt;
+  }
+
+  /**
+   * Asks the server for fresh TURN credentials (`ice-servers`). Resolves to
+   * `iceServers` once the answer is in, or as they are when the socket is
+   * not open, the server refuses, or no answer comes within 3 s. Calls made
+   * while a request is in flight share it.
+   */
+  refreshIceServers() {
+    if (this.iceRequest) return this.iceRequest;
+    if (!this.#send({ type: "ice-servers" })) return Promise.resolve(this.iceServers);
+    this.iceRequest = new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.removeEventListener("ice-servers", done);
+        this.removeEventListener("server-error", refused);
+        this.iceRequest = null;
+        resolve(this.iceServers);
+      };
+      const refused = (event) => {
+        if (event.detail?.ref === "ice-servers") done();
+      };
+      const timer = setTimeout(done, ICE_ANSWER_TIMEOUT_MS);
+      this.addEventListener("ice-servers", done);
+      this.addEventListener("server-error", refused);
+    });
+    return this.iceRequest;
   }
 
   /** Reports a telemetry event (queued while disconnected). */
@@ -177,6 +272,7 @@ export class SignalingClient extends EventTarget {
     this.resumeToken = welcome.resumeToken;
     this.heartbeatIntervalMs = welcome.heartbeatIntervalMs;
     this.maxRoomSize = welcome.maxRoomSize;
+    this.#setIceServers(Array.isArray(welcome.iceServers) ? welcome.iceServers : null);
     this.#setState("open");
     this.dispatchEvent(new CustomEvent("welcome", { detail: welcome }));
     this.report("connect-time", { ms: round(connectMs) });
@@ -219,10 +315,31 @@ export class SignalingClient extends EventTarget {
       case "error":
         this.dispatchEvent(new CustomEvent("server-error", { detail: message }));
         return;
+      case "ice-servers":
+        this.#setIceServers(Array.isArray(message.iceServers) ? message.iceServers : []);
+        return;
       default:
         break;
     }
     this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
+  }
+
+  /**
+   * Takes the servers of a welcome or an ice-servers answer, and schedules
+   * the next refresh at 80% of the credentials' remaining lifetime (by
+   * this browser's clock).
+   */
+  #setIceServers(servers) {
+    this.iceServers = servers;
+    clearTimeout(this.timers.ice);
+    const expiry = credentialExpiry(servers);
+    const now = Date.now();
+    this.iceExpiringAt = expiry === null ? null : now + ICE_REFRESH_AT * (expiry - now);
+    if (this.iceExpiringAt !== null) {
+      const delay = Math.min(ICE_REFRESH_MAX_MS, Math.max(ICE_REFRESH_MIN_MS, this.iceExpiringAt - now));
+      this.timers.ice = setTimeout(() => this.refreshIceServers(), delay);
+    }
+    this.dispatchEvent(new CustomEvent("ice-servers", { detail: { iceServers: servers } }));
   }
 
   #startPings() {
@@ -259,6 +376,7 @@ export class SignalingClient extends EventTarget {
     clearTimeout(this.timers.retry);
     clearTimeout(this.timers.connect);
     clearInterval(this.timers.ping);
+    clearTimeout(this.timers.ice);
   }
 }
 
@@ -280,7 +398,9 @@ export function reportUncaughtErrors(client, target = globalThis) {
 /**
  * One RTCPeerConnection per room mate, negotiated with the "perfect
  * negotiation" pattern, so that both sides may start at once without glare.
- * Events: `peer` ({peerId, state}), `message` ({from, text}), `track`
+ * Its ICE servers are the signaling server's (`welcome`, refreshed before
+ * they expire), unless `rtcConfig` names its own `iceServers`.
+ * Events: `peer` ({peerId, state, path}), `message` ({from, text}), `track`
  * ({peerId, streams}), `peer-removed` ({peerId}).
  */
 export class Mesh extends EventTarget {
@@ -288,7 +408,7 @@ export class Mesh extends EventTarget {
     super();
     this.client = client;
     this.options = {
-      rtcConfig: { iceServers: [] },
+      rtcConfig: {}, // without iceServers: the server's
       connectTimeoutMs: 15000, // a link not connected by then is reported failed
       channel: "chat",
       ...options,
@@ -316,6 +436,7 @@ export class Mesh extends EventTarget {
       displayName: this.displayNames.get(link.peerId) ?? null,
       state: link.pc.connectionState,
       channelOpen: link.channel?.readyState === "open",
+      path: link.path,
     }));
   }
 
@@ -352,9 +473,38 @@ export class Mesh extends EventTarget {
     }
   }
 
+  /** The configuration of a new peer connection, with the servers to use now. */
+  #rtcConfig() {
+    const own = this.options.rtcConfig ?? {};
+    if (!this.#serverIce()) return own;
+    return { ...own, iceServers: this.client.iceServers ?? [] };
+  }
+
+  /** Whether links use the signaling server's ICE servers (the app named none). */
+  #serverIce() {
+    return this.options.rtcConfig?.iceServers === undefined;
+  }
+
+  /** Fresh credentials from the server into the link's configuration. */
+  async #refreshIce(link) {
+    await this.client.refreshIceServers();
+    if (link.pc.signalingState === "closed") return;
+    try {
+      link.pc.setConfiguration(this.#rtcConfig());
+    } catch (error) {
+      this.client.reportError("ICE_FAILED", error);
+    }
+  }
+
+  /** An ICE restart, with fresh TURN credentials when the server hands them out. */
+  async #restartIce(link) {
+    if (this.#serverIce() && this.client.iceServers?.length) await this.#refreshIce(link);
+    if (link.pc.signalingState !== "closed") link.pc.restartIce();
+  }
+
   #link(peerId) {
     if (this.links.has(peerId)) return this.links.get(peerId);
-    const pc = new RTCPeerConnection(this.options.rtcConfig);
+    const pc = new RTCPeerConnection(this.#rtcConfig());
     const link = {
       peerId,
       pc,
@@ -370,8 +520,14 @@ export class Mesh extends EventTarget {
       channel: null,
       senders: new Map(),
       timer: null,
+      path: null, // the selected pair's local candidate type, once connected
+      ready: null, // while fresh TURN credentials are on their way: nothing gathers before
     };
     this.links.set(peerId, link);
+    if (this.#serverIce() && this.client.iceServersExpiring()) {
+      link.ready = this.#refreshIce(link).finally(() => (link.ready = null));
+      link.queue = link.ready;
+    }
 
     // A pre-negotiated channel: both sides open it, no ondatachannel race.
     link.channel = pc.createDataChannel(this.options.channel, { negotiated: true, id: 0 });
@@ -382,6 +538,12 @@ export class Mesh extends EventTarget {
 
     pc.onnegotiationneeded = async () => {
       try {
+        if (link.ready) {
+          await link.ready;
+          // An offer from the peer came first; negotiationneeded fires
+          // again once stable if it is still needed.
+          if (pc.signalingState !== "stable") return;
+        }
         link.makingOffer = true;
         await pc.setLocalDescription();
         this.client.signal("offer", peerId, pc.localDescription.toJSON());
@@ -401,7 +563,7 @@ export class Mesh extends EventTarget {
       if (state === "connected") this.#outcome(link, "connected");
       if (state === "failed") {
         this.#outcome(link, "failed", "ice-failed");
-        pc.restartIce();
+        this.#restartIce(link);
       }
       this.#changed(link);
     };
@@ -474,9 +636,21 @@ export class Mesh extends EventTarget {
     link.reported = true;
     clearTimeout(link.timer);
     const fields = { peer: link.peerId, outcome };
-    if (outcome === "connected") fields.ms = round(performance.now() - link.startedAt);
     if (reason) fields.reason = reason;
-    this.client.report("peer-connection", fields);
+    if (outcome !== "connected") {
+      this.client.report("peer-connection", fields);
+      return;
+    }
+    fields.ms = round(performance.now() - link.startedAt);
+    // How it connected (relay: through TURN), from the selected pair.
+    pathOf(link.pc).then((path) => {
+      if (path) {
+        fields.path = path;
+        link.path = path;
+      }
+      this.client.report("peer-connection", fields);
+      if (this.links.get(link.peerId) === link) this.#changed(link);
+    });
   }
 
   #drop(peerId) {
@@ -491,7 +665,7 @@ export class Mesh extends EventTarget {
 
   #changed(link) {
     this.dispatchEvent(
-      new CustomEvent("peer", { detail: { peerId: link.peerId, state: link.pc.connectionState } }),
+      new CustomEvent("peer", { detail: { peerId: link.peerId, state: link.pc.connectionState, path: link.path } }),
     );
   }
 }
@@ -500,6 +674,15 @@ export class Mesh extends EventTarget {
 export function defaultUrl(location = globalThis.location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws`;
+}
+
+/** The selected pair's local candidate type; undefined when unknown. */
+async function pathOf(pc) {
+  try {
+    return selectedPath(await pc.getStats());
+  } catch {
+    return undefined; // closed meanwhile
+  }
 }
 
 /** Adds a candidate; one from a rolled-back or ignored offer just fails. */

@@ -1,4 +1,5 @@
-// The analytics page: live rooms, recent sessions and churn, from /api.
+// The analytics page: the last hour's numbers, peer connections, live rooms,
+// recent sessions and churn, from /api.
 const $ = (id) => document.getElementById(id);
 const COLORS = { joins: "#1a7f37", leaves: "#cf222e", rejections: "#9a6700", resumes: "#1f6feb" };
 let token = sessionStorage.getItem("chatsubo.token");
@@ -32,6 +33,7 @@ async function refresh() {
       api(`/api/stats?since=${encodeURIComponent(hourAgo)}`),
     ]);
     renderStats(stats);
+    renderPeerConnections(stats);
     renderRooms(rooms.rooms);
     renderSessions(sessions.sessions);
     renderChurn(churn);
@@ -48,15 +50,32 @@ function cell(text) {
 }
 
 function renderStats(s) {
-  const items = [
+  statGrid($("stats"), [
     ["sessions", s.sessions],
     ["median length", duration(s.p50DurationMs)],
     ["p95 length", duration(s.p95DurationMs)],
     ["resumes", s.reconnects],
     ["room full", s.roomFullRejections],
     ["peak connections", s.peakConnections],
-  ];
-  $("stats").replaceChildren(
+  ]);
+}
+
+/** What the browsers reported about their WebRTC links, over the same window. */
+function renderPeerConnections(s) {
+  const connected = s.peerConnections ?? 0;
+  const failed = s.failedPeerConnections ?? 0;
+  const relayed = s.relayedConnections ?? 0;
+  statGrid($("peer-stats"), [
+    ["success rate", percent(connected, connected + failed)],
+    ["median time to connect", duration(s.p50PeerConnectMs)],
+    ["p95 time to connect", duration(s.p95PeerConnectMs)],
+    ["through TURN", percent(relayed, connected)],
+  ]);
+  $("peer-counts").textContent = `${connected} connected, ${failed} failed, ${relayed} of the connected through TURN`;
+}
+
+function statGrid(grid, items) {
+  grid.replaceChildren(
     ...items.map(([label, value]) => {
       const div = document.createElement("div");
       const v = document.createElement("div");
@@ -163,9 +182,15 @@ function time(iso) {
   return iso ? new Date(iso).toLocaleTimeString() : "–";
 }
 
+function percent(part, whole) {
+  if (!(whole > 0)) return "–";
+  const share = (100 * part) / whole;
+  return `${Number.isInteger(share) ? share : share.toFixed(1)} %`;
+}
+
 function duration(ms) {
   if (ms == null) return "–";
-  if (ms < 1000) return `${ms} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
   return `${Math.round(ms / 60_000)} min`;
 }

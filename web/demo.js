@@ -5,7 +5,9 @@ import { Mesh, SignalingClient, reportUncaughtErrors } from "/chatsubo-client.js
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const client = new SignalingClient();
-const mesh = new Mesh(client);
+// ICE servers come from the signaling server. `?relay=1` allows only
+// relayed candidates: every link goes through TURN (a check of the relay).
+const mesh = new Mesh(client, params.get("relay") === "1" ? { rtcConfig: { iceTransportPolicy: "relay" } } : {});
 reportUncaughtErrors(client);
 window.chatsubo = { client, mesh, received: [] };
 
@@ -90,7 +92,9 @@ function renderPeers() {
     const state = document.createElement("span");
     state.className = "badge";
     state.dataset.state = peer.state;
-    state.textContent = peer.channelOpen ? `${peer.state} · chat open` : peer.state;
+    state.textContent = [peer.state, peer.channelOpen && "chat open", peer.path === "relay" && "via TURN"]
+      .filter(Boolean)
+      .join(" · ");
     li.append(name, state);
     list.append(li);
   }

@@ -4,9 +4,11 @@
 
 mod helpers;
 
-// The signaling protocol, and clients that abuse the connection.
+// The signaling protocol, and clients that abuse the connection; the TURN
+// credentials it hands out, against a real coturn.
 mod hostile;
 mod signaling;
+mod turn;
 
 // What is stored and how it lasts: the /api answers, schema migrations,
 // restarts on the same data directory, a store that fails.

@@ -1,7 +1,8 @@
 // The browser tests' harness: the real chatsubo binary (its port read back
 // from its JSON log line `event: listening`), Debian's Chromium, polling.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -57,26 +58,49 @@ export function freePort() {
  */
 export async function startNginx({ dir, upstream }) {
   const [tls, http] = [await freePort(), await freePort()];
-  const script = fileURLToPath(new URL("../nginx/in-front.sh", import.meta.url));
-  const proc = spawn("bash", [script, dir, String(upstream), String(tls), String(http)], {
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const nginx = await runScript("../nginx/in-front.sh", [dir, upstream, tls, http], tls, "nginx");
+  return { base: `https://127.0.0.1:${tls}`, stop: nginx.stop };
+}
+
+/**
+ * A real coturn on 127.0.0.1 (tests/coturn/run.sh, as tests/api/turn.rs
+ * starts it) with a fresh shared secret in `dir/turn-secret`, the file to
+ * give chatsubo's --turn-secret-file. Resolves to { url, secretFile, stop() }
+ * once it listens.
+ */
+export async function startCoturn({ dir }) {
+  mkdirSync(dir, { recursive: true });
+  const secretFile = join(dir, "turn-secret");
+  writeFileSync(secretFile, `${randomBytes(18).toString("base64url")}\n`, { mode: 0o600 });
+  const port = await freePort();
+  // 100 relay ports below the kernel's ephemeral range, by the listening port.
+  const min = 20_000 + (port % 100) * 100;
+  const coturn = await runScript("../coturn/run.sh", [join(dir, "run"), port, secretFile, min, min + 99], port, "coturn");
+  return { url: `turn:127.0.0.1:${port}?transport=udp`, secretFile, stop: coturn.stop };
+}
+
+/**
+ * Runs one of the tests' shell scripts (`path` from this directory) until
+ * stopped; resolves to { stop() } once something accepts on `port`.
+ */
+async function runScript(path, args, port, what) {
+  const script = fileURLToPath(new URL(path, import.meta.url));
+  const proc = spawn("bash", [script, ...args.map(String)], { stdio: ["ignore", "ignore", "inherit"] });
   const exited = new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
   await eventually(
     () =>
       new Promise((resolve) => {
         if (proc.exitCode !== null) return resolve(false);
-        const socket = connect(tls, "127.0.0.1", () => {
+        const socket = connect(port, "127.0.0.1", () => {
           socket.destroy();
           resolve(true);
         });
         socket.once("error", () => resolve(false));
       }),
     20_000,
-    "nginx listening (is it installed? scripts/test.sh installs it)",
+    `${what} listening (is it installed? scripts/test.sh installs it)`,
   );
   return {
-    base: `https://127.0.0.1:${tls}`,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
       return exited;

@@ -83,6 +83,8 @@ test("three pages build a full mesh, chat both ways, and survive a server crash"
   );
   const text = await metrics();
   assert.equal(total(text, "chatsubo_peer_connections_total", { outcome: "failed" }), 0);
+  // Every link reported its path: on loopback with no STUN or TURN, host.
+  assert.equal(total(text, "chatsubo_peer_connections_total", { outcome: "connected", path: "host" }), links);
   assert.ok(sample(text, "chatsubo_peer_connect_seconds_count") >= links);
   assert.ok(sample(text, "chatsubo_client_connect_seconds_count") >= PAGES);
 

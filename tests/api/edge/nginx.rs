@@ -32,14 +32,6 @@ struct Nginx {
     http: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nginx {
     async fn start(upstream: u16) -> Nginx {
         let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,15 @@ pub use data_dir::*;
 /// How long a test waits for a message that must come.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// A TCP port free on 127.0.0.1 a moment ago, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether `text` is an RFC 3339 UTC time with milliseconds
 /// (`2026-11-28T05:00:00.123Z`), as the contract writes every timestamp.
 pub fn is_rfc3339_millis_utc(text: &str) -> bool {
