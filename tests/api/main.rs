@@ -8,6 +8,9 @@ mod helpers;
 mod hostile;
 mod signaling;
 
+// Foreign clients, unmodified, on the protocols the server also speaks.
+mod adapters;
+
 // What is stored and how it lasts: the /api answers, schema migrations,
 // restarts on the same data directory, a store that fails.
 mod analytics;
