@@ -10,6 +10,10 @@ mod hostile;
 mod signaling;
 mod turn;
 
+// The protocols the server also speaks (PeerJS, matchbox), with their
+// own clients, unmodified.
+mod adapters;
+
 // What is stored and how it lasts: the /api answers, schema migrations,
 // restarts on the same data directory, a store that fails.
 mod analytics;
@@ -19,7 +23,6 @@ mod storage;
 
 // Operating the server: its command line, HTTP surface, logs, metrics and
 // traces.
-mod adapters;
 mod cli;
 mod edge;
 mod http;
