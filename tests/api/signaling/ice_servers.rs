@@ -197,27 +197,10 @@ async fn the_secret_and_the_credentials_reach_no_log_store_or_api() {
         assert!(!api.contains(&secret), "{secret} in an API answer");
         assert!(!stdout.contains(&secret), "{secret} on stdout");
         for (path, bytes) in &files {
-            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            let found = contains(bytes, secret.as_bytes());
             assert!(!found, "{secret} in {}", path.display());
         }
     }
-}
-
-/// Every file below `dir` (the store and the logs), with its bytes.
-fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
