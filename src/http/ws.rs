@@ -73,14 +73,25 @@ pub fn upgrade_request()
 /// keeps, so it is small: 512 bytes hold a join, a leave or an ICE
 /// candidate in one read; an SDP offer of a few KiB takes a few reads and
 /// grows the buffer as it needs.
+///
+/// Frames are gathered in the write buffer until the connection's loop
+/// flushes, once per batch of what its queue holds (or once the buffer
+/// passes [`WRITE_BUFFER_BYTES`]): the frames of one wake-up leave in one
+/// `send`, instead of a system call each (the kernel's share is most of
+/// what a relay costs).
 pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
 }
+
+/// Bytes of frames the write buffer gathers before it writes without
+/// waiting for the flush. Its allocation stays as large as the largest
+/// batch it held, so it is kept well below the 4 MiB it may hold in all.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Accepts a WebSocket upgrade after the checks every endpoint shares (a
 /// valid handshake, no shutdown, an allowed origin, a place under the
