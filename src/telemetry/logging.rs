@@ -9,7 +9,9 @@
 //! Both writers are tracing-appender's non-blocking writers: a line is handed
 //! to a bounded queue and a worker thread writes it, so the signaling tasks
 //! never wait for a disk or a pipe. A full queue drops the line, and
-//! `chatsubo_log_lines_dropped_total` counts it.
+//! `chatsubo_log_lines_dropped_total` counts it. The worker writes what it
+//! drained from its queue through a buffer it flushes once the queue is
+//! empty: a burst of lines is one `write`, not one a line.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -71,6 +73,13 @@ impl LogWriters {
     }
 }
 
+/// Bytes of lines a writer gathers before it writes, without waiting for
+/// its queue to run dry (about 200 lines).
+const LOG_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A non-blocking writer over `inner`. tracing-appender's worker flushes
+/// its writer each time it has drained the queue, so the lines of one
+/// wake-up go out together.
 fn writer<W: std::io::Write + Send + 'static>(
     inner: W,
     thread: &str,
@@ -79,7 +88,10 @@ fn writer<W: std::io::Write + Send + 'static>(
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name(thread)
-        .finish(inner)
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BUFFER_BYTES,
+            inner,
+        ))
 }
 
 /// The log filter: `--log-level`, else `RUST_LOG`, else `info`.
