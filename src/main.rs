@@ -10,6 +10,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use chatsubo::Config;
 
+/// jemalloc: a connection's life is many small allocations freed soon
+/// after, often on another thread (frames, log lines, store records),
+/// which it serves for less than glibc's allocator at about the same
+/// memory per idle connection (mimalloc was as fast and took a fifth more).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let mut config = match Config::try_parse() {
         Ok(config) => config,
