@@ -111,10 +111,13 @@ async fn join_inner(
     let peer_id = protocol.welcome(&first, key)?;
     let welcome_latency = start.elapsed();
     let mut membership_events = 0;
-    if let Some(join) = protocol.join_message(room) {
-        ws.send(Message::text(join))
+    let join = protocol.join_message(room);
+    if let Some(join) = &join {
+        ws.send(Message::text(join.as_str()))
             .await
             .map_err(|e| format!("send join: {e}"))?;
+    }
+    if join.is_some() || protocol.joined_after_welcome() {
         loop {
             let text = next_text(&mut ws).await?;
             match protocol.classify(&text) {

@@ -1,5 +1,6 @@
-//! Chatsubo's protocol (docs/protocol.md): `GET /ws`, a `welcome` first, a
-//! `join` message answered by `joined`, relays as `ice-candidate` with `to`.
+//! Chatsubo's protocol (docs/protocol.md): `GET /ws?room=`, a `welcome`
+//! and the `joined` of the room the URL names (the server writes both at
+//! once), relays as `ice-candidate` with `to`.
 //! Also the parts only Chatsubo has, for the chaos and flood workloads:
 //! session ids, resume tokens, `resumed`, and who joined or left.
 
@@ -15,8 +16,9 @@ impl Protocol for Chatsubo {
         "chatsubo"
     }
 
-    fn url(&self, addr: SocketAddr, _room: &str, _key: &PeerKey) -> String {
-        format!("ws://{addr}/ws")
+    fn url(&self, addr: SocketAddr, room: &str, _key: &PeerKey) -> String {
+        // Room names here are plain (`churn-3`): nothing to escape.
+        format!("ws://{addr}/ws?room={room}")
     }
 
     fn welcome(&self, text: &str, _key: &PeerKey) -> Result<String, String> {
@@ -28,8 +30,12 @@ impl Protocol for Chatsubo {
             .ok_or_else(|| format!("welcome without peerId: {}", clip(text)))
     }
 
-    fn join_message(&self, room: &str) -> Option<String> {
-        Some(join_resuming(room, None))
+    fn join_message(&self, _room: &str) -> Option<String> {
+        None
+    }
+
+    fn joined_after_welcome(&self) -> bool {
+        true
     }
 
     fn write_relay(&self, to: &str, data: &str, out: &mut String) {
@@ -72,7 +78,7 @@ impl Protocol for Chatsubo {
     }
 
     fn join_note(&self) -> &'static str {
-        "join is its own round trip after the welcome"
+        "the room is in the URL: welcome and joined come in one write"
     }
 }
 

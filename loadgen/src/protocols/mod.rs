@@ -59,6 +59,13 @@ pub trait Protocol: Send + Sync {
     /// (`None`: the connection is in its room as soon as it is welcomed).
     fn join_message(&self, room: &str) -> Option<String>;
 
+    /// Whether the server confirms the join from the URL with a frame of
+    /// its own after the welcome (Chatsubo's `joined`), which the client
+    /// waits for.
+    fn joined_after_welcome(&self) -> bool {
+        false
+    }
+
     /// Appends a relay of `data` (a JSON object) to peer `to` to `out`.
     fn write_relay(&self, to: &str, data: &str, out: &mut String);
 
