@@ -14,13 +14,15 @@
 #                                         (small N, one short step), written
 #                                         under target/bench/quick/
 #
-# Environment: SERVERS (default "chatsubo matchbox peerjs"), IDLE_NS (idle
-# connection counts), SRV_CPU / LG_CPU (default 0 / 1).
+# Environment: SERVERS (default "chatsubo chatsubo-matchbox matchbox peerjs";
+# chatsubo-matchbox is Chatsubo driven through its /matchbox endpoint, the
+# same client bytes as matchbox_server gets), IDLE_NS (idle connection
+# counts), SRV_CPU / LG_CPU (default 0 / 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
-SERVERS=${SERVERS:-"chatsubo matchbox peerjs"}
+SERVERS=${SERVERS:-"chatsubo chatsubo-matchbox matchbox peerjs"}
 SRV_CPU=${SRV_CPU:-0}
 LG_CPU=${LG_CPU:-1}
 PEERS=target/peers
@@ -102,6 +104,7 @@ trap cleanup EXIT
 label() {
   case $1 in
     chatsubo) echo chatsubo ;;
+    chatsubo-matchbox) echo chatsubo-matchbox ;;
     matchbox) echo matchbox_server ;;
     peerjs) echo peerjs-server ;;
   esac
@@ -109,6 +112,7 @@ label() {
 port() {
   case $1 in
     chatsubo) echo 18080 ;;
+    chatsubo-matchbox) echo 18081 ;;
     matchbox) echo 13536 ;;
     peerjs) echo 19000 ;;
   esac
@@ -122,7 +126,7 @@ start_server() {
   mkdir -p "$WORK/$name"
   local cmd
   case $name in
-    chatsubo)
+    chatsubo | chatsubo-matchbox)
       cmd=(target/release/chatsubo --listen "127.0.0.1:$p"
         --data-dir "$WORK/$name/data" --log-dir "$WORK/$name/logs"
         --max-connections 20000 --max-connections-per-ip 20000
@@ -162,7 +166,9 @@ stop_server() {
 loadgen() {
   local name=$1 limit=$2 json=$3
   shift 3
-  local cmd=("$LOADGEN" --protocol "$name" --addr "127.0.0.1:$(port "$name")"
+  local protocol=("$name")
+  [ "$name" = chatsubo-matchbox ] && protocol=(matchbox --path-prefix /matchbox)
+  local cmd=("$LOADGEN" --protocol "${protocol[@]}" --addr "127.0.0.1:$(port "$name")"
     --server-pid "$SERVER_PID" --label "$(label "$name")" --json "$json" "$@")
   echo "timeout $limit taskset -c $LG_CPU ${cmd[*]}" \
     | sed "s/--server-pid $SERVER_PID /--server-pid \$SERVER_PID /" >> "$OUT/commands.txt"
@@ -173,6 +179,8 @@ for name in $SERVERS; do
   lbl=$(label "$name")
   echo "# $lbl" >> "$OUT/commands.txt"
   for n in $IDLE_NS; do
+    # Idle memory is the server's own, whichever protocol joined it.
+    [ "$name" = chatsubo-matchbox ] && break
     if [ "$n" -gt "$MAX_N" ]; then
       echo "skipping idle N=$n: over the open-files limit ($FD_LIMIT)"
       continue

@@ -21,7 +21,7 @@ import re
 import sys
 
 # Display order and names of the servers.
-ORDER = ["chatsubo", "matchbox_server", "peerjs-server"]
+ORDER = ["chatsubo", "chatsubo-matchbox", "matchbox_server", "peerjs-server"]
 
 LATENCY_PNG = "perf-relay-latency.png"
 MEMORY_PNG = "perf-idle-memory.png"
@@ -258,35 +258,38 @@ def doc_rows(runs, commit):
         row(f"idle memory per joined connection, {n:,} connections",
             f"{a / 1024:.1f} KiB", f"peerjs-server {b / 1024:.1f} KiB", ratio(a, b))
 
-    relay = relay_rows(runs)
-    ours = {r["rate"]: r for r in relay.get("chatsubo", [])}
-    theirs = {r["rate"]: r for r in relay.get("matchbox_server", [])}
-    rates = sorted(set(ours) & set(theirs))
-    for rate in rates:
-        a, b = ours[rate].get("server_cpu_us_per_msg"), theirs[rate].get("server_cpu_us_per_msg")
-        row(f"relay, server CPU per message at {rate // 1000}k/s",
-            f"{fmt(a, 1)} µs", f"matchbox_server {fmt(b, 1)} µs", ratio(a, b))
-    for rate in rates:
-        a, b = get(ours[rate], "latency_ms", "p99"), get(theirs[rate], "latency_ms", "p99")
-        row(f"relay latency p99 at {rate // 1000}k/s",
-            f"{ms(a)} ms", f"matchbox_server {ms(b)} ms", ratio(a, b))
+    relay, churn = relay_rows(runs), churn_rows(runs)
+    # Chatsubo's own protocol, then Chatsubo through its matchbox endpoint
+    # (the same client bytes as matchbox_server's), each against it.
+    for ours_name, tag in (("chatsubo", ""), ("chatsubo-matchbox", " (matchbox protocol)")):
+        ours = {r["rate"]: r for r in relay.get(ours_name, [])}
+        theirs = {r["rate"]: r for r in relay.get("matchbox_server", [])}
+        rates = sorted(set(ours) & set(theirs))
+        for rate in rates:
+            a, b = ours[rate].get("server_cpu_us_per_msg"), theirs[rate].get("server_cpu_us_per_msg")
+            row(f"relay{tag}, server CPU per message at {rate // 1000}k/s",
+                f"{fmt(a, 1)} µs", f"matchbox_server {fmt(b, 1)} µs", ratio(a, b))
+        for rate in rates:
+            a, b = get(ours[rate], "latency_ms", "p99"), get(theirs[rate], "latency_ms", "p99")
+            row(f"relay{tag} latency p99 at {rate // 1000}k/s",
+                f"{ms(a)} ms", f"matchbox_server {ms(b)} ms", ratio(a, b))
 
-    churn = churn_rows(runs)
-    if "chatsubo" in churn and "matchbox_server" in churn:
-        a, b = churn["chatsubo"][0], churn["matchbox_server"][0]
+        if ours_name not in churn or "matchbox_server" not in churn:
+            continue
+        a, b = churn[ours_name][0], churn["matchbox_server"][0]
 
         def cycle_cpu(r):
             us, sys_us = r.get("server_cpu_us_per_cycle"), r.get("server_system_us_per_cycle")
             return f"{fmt(us, 0)} µs" + ("" if sys_us is None else f" ({sys_us:.0f} kernel)")
 
-        row("churn, cycles a second", fmt(a.get("cycles_per_sec")),
+        row(f"churn{tag}, cycles a second", fmt(a.get("cycles_per_sec")),
             f"matchbox_server {fmt(b.get('cycles_per_sec'))}",
             ratio(a.get("cycles_per_sec"), b.get("cycles_per_sec")))
-        row("churn, server CPU per cycle", cycle_cpu(a), f"matchbox_server {cycle_cpu(b)}",
+        row(f"churn{tag}, server CPU per cycle", cycle_cpu(a), f"matchbox_server {cycle_cpu(b)}",
             ratio(a.get("server_cpu_us_per_cycle"), b.get("server_cpu_us_per_cycle")))
-        row("churn, join latency p50", f"{ms(get(a, 'join_latency_ms', 'p50'))} ms",
+        row(f"churn{tag}, join latency p50", f"{ms(get(a, 'join_latency_ms', 'p50'))} ms",
             f"matchbox_server {ms(get(b, 'join_latency_ms', 'p50'))} ms")
-        row("churn, server cores busy", fmt(a.get("server_cpu_cores")),
+        row(f"churn{tag}, server cores busy", fmt(a.get("server_cpu_cores")),
             f"matchbox_server {fmt(b.get('server_cpu_cores'))}")
     return "\n".join(rows)
 
