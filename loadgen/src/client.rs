@@ -189,18 +189,28 @@ pub fn write_payload(out: &mut String, sent_ns: u64, step: usize, size: usize) {
     out.push_str("\"}");
 }
 
-/// The send time and step of a relayed payload somewhere in `frame`.
+/// The send time and step of a relayed payload somewhere in `frame`: as
+/// written, or escaped inside a JSON string (matchbox peers send it as the
+/// string of an `IceCandidate`), whatever the order of the keys.
 pub fn read_stamp(frame: &str) -> Option<(u64, usize)> {
-    let at = frame.find(STAMP)? + STAMP.len();
-    let (sent, len) = number_at(&frame[at..])?;
-    // As written, the step follows the stamp; a server that reorders keys
-    // (matchbox sorts them) needs a second search.
-    let rest = &frame[at + len..];
-    let step = match rest.strip_prefix(',').and_then(|r| r.strip_prefix(STEP)) {
-        Some(r) => number_at(r)?.0,
-        None => number_at(&frame[frame.find(STEP)? + STEP.len()..])?.0,
-    };
+    let sent = number_after(frame, STAMP)?;
+    let step = number_after(frame, STEP)?;
     Some((sent, step as usize))
+}
+
+/// The number after the first `"key":` (or `\"key\":`) in `frame`.
+fn number_after(frame: &str, key: &str) -> Option<u64> {
+    let name = key.trim_end_matches(':').trim_matches('"');
+    let mut from = 0;
+    while let Some(i) = frame[from..].find(name) {
+        let rest = &frame[from + i + name.len()..];
+        let rest = rest.strip_prefix('\\').unwrap_or(rest);
+        if let Some(r) = rest.strip_prefix("\":") {
+            return Some(number_at(r)?.0);
+        }
+        from += i + name.len();
+    }
+    None
 }
 
 /// The decimal number at the start of `text` and its length.
@@ -229,5 +239,9 @@ mod tests {
             Some((42, 1))
         );
         assert_eq!(read_stamp(r#"{"type":"peer-joined"}"#), None);
+        // Inside a string, as matchbox peers send it.
+        let escaped = serde_json::to_string(&out).unwrap();
+        let frame = format!(r#"{{"Signal":{{"sender":"x","data":{{"IceCandidate":{escaped}}}}}}}"#);
+        assert_eq!(read_stamp(&frame), Some((123_456_789_012, 3)));
     }
 }

@@ -37,12 +37,19 @@ impl Protocol for Matchbox {
         None
     }
 
+    /// `data` goes out as matchbox_socket sends a candidate: a
+    /// `PeerSignal`, `{"IceCandidate":"<the JSON as a string>"}`.
     fn write_relay(&self, to: &str, data: &str, out: &mut String) {
         out.push_str(r#"{"Signal":{"receiver":""#);
         out.push_str(to);
-        out.push_str(r#"","data":"#);
-        out.push_str(data);
-        out.push_str("}}");
+        out.push_str(r#"","data":{"IceCandidate":""#);
+        for c in data.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push_str(r#""}}}"#);
     }
 
     fn classify(&self, text: &str) -> Event {
@@ -87,7 +94,9 @@ mod tests {
         matchbox.write_relay(id, r#"{"a":1}"#, &mut out);
         assert_eq!(
             out,
-            format!(r#"{{"Signal":{{"receiver":"{id}","data":{{"a":1}}}}}}"#)
+            format!(
+                r#"{{"Signal":{{"receiver":"{id}","data":{{"IceCandidate":"{{\"a\":1}}"}}}}}}"#
+            )
         );
         assert_eq!(
             matchbox.classify(r#"{"Signal":{"sender":"x","data":{}}}"#),
