@@ -14,15 +14,16 @@
 #                                         (small N, one short step), written
 #                                         under target/bench/quick/
 #
-# Environment: SERVERS (default "chatsubo chatsubo-matchbox matchbox peerjs";
-# chatsubo-matchbox is Chatsubo driven through its /matchbox endpoint, the
-# same client bytes as matchbox_server gets), IDLE_NS (idle connection
+# Environment: SERVERS (default "chatsubo chatsubo-matchbox chatsubo-peerjs
+# matchbox peerjs"; chatsubo-matchbox is Chatsubo driven through its
+# /matchbox endpoint, the same client bytes as matchbox_server gets, and
+# chatsubo-peerjs through /peerjs as peerjs-server), IDLE_NS (idle connection
 # counts), SRV_CPU / LG_CPU (default 0 / 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
-SERVERS=${SERVERS:-"chatsubo chatsubo-matchbox matchbox peerjs"}
+SERVERS=${SERVERS:-"chatsubo chatsubo-matchbox chatsubo-peerjs matchbox peerjs"}
 SRV_CPU=${SRV_CPU:-0}
 LG_CPU=${LG_CPU:-1}
 PEERS=target/peers
@@ -105,6 +106,7 @@ label() {
   case $1 in
     chatsubo) echo chatsubo ;;
     chatsubo-matchbox) echo chatsubo-matchbox ;;
+    chatsubo-peerjs) echo chatsubo-peerjs ;;
     matchbox) echo matchbox_server ;;
     peerjs) echo peerjs-server ;;
   esac
@@ -113,6 +115,7 @@ port() {
   case $1 in
     chatsubo) echo 18080 ;;
     chatsubo-matchbox) echo 18081 ;;
+    chatsubo-peerjs) echo 18082 ;;
     matchbox) echo 13536 ;;
     peerjs) echo 19000 ;;
   esac
@@ -126,7 +129,7 @@ start_server() {
   mkdir -p "$WORK/$name"
   local cmd
   case $name in
-    chatsubo | chatsubo-matchbox)
+    chatsubo | chatsubo-matchbox | chatsubo-peerjs)
       cmd=(target/release/chatsubo --listen "127.0.0.1:$p"
         --data-dir "$WORK/$name/data" --log-dir "$WORK/$name/logs"
         --max-connections 20000 --max-connections-per-ip 20000
@@ -168,6 +171,7 @@ loadgen() {
   shift 3
   local protocol=("$name")
   [ "$name" = chatsubo-matchbox ] && protocol=(matchbox --path-prefix /matchbox)
+  [ "$name" = chatsubo-peerjs ] && protocol=(peerjs --path-prefix /peerjs)
   local cmd=("$LOADGEN" --protocol "${protocol[@]}" --addr "127.0.0.1:$(port "$name")"
     --server-pid "$SERVER_PID" --label "$(label "$name")" --json "$json" "$@")
   echo "timeout $limit taskset -c $LG_CPU ${cmd[*]}" \
@@ -180,7 +184,7 @@ for name in $SERVERS; do
   echo "# $lbl" >> "$OUT/commands.txt"
   for n in $IDLE_NS; do
     # Idle memory is the server's own, whichever protocol joined it.
-    [ "$name" = chatsubo-matchbox ] && break
+    [[ $name == chatsubo-* ]] && break
     if [ "$n" -gt "$MAX_N" ]; then
       echo "skipping idle N=$n: over the open-files limit ($FD_LIMIT)"
       continue

@@ -21,7 +21,7 @@ import re
 import sys
 
 # Display order and names of the servers.
-ORDER = ["chatsubo", "chatsubo-matchbox", "matchbox_server", "peerjs-server"]
+ORDER = ["chatsubo", "chatsubo-matchbox", "chatsubo-peerjs", "matchbox_server", "peerjs-server"]
 
 LATENCY_PNG = "perf-relay-latency.png"
 MEMORY_PNG = "perf-idle-memory.png"
@@ -241,7 +241,8 @@ def doc_rows(runs, commit):
     """The rows of docs/performance.md's table that this run measures, in its
     columns: workload | chatsubo | compared with (same run) | ratio | at | command.
     Idle memory is compared with peerjs-server, relay and churn with
-    matchbox_server; a row is left out when either server was not run."""
+    matchbox_server (and Chatsubo's PeerJS endpoint with peerjs-server); a
+    row is left out when either server was not run."""
     cmd = "`scripts/bench-compare.sh`"
     rows = []
 
@@ -259,38 +260,44 @@ def doc_rows(runs, commit):
             f"{a / 1024:.1f} KiB", f"peerjs-server {b / 1024:.1f} KiB", ratio(a, b))
 
     relay, churn = relay_rows(runs), churn_rows(runs)
-    # Chatsubo's own protocol, then Chatsubo through its matchbox endpoint
-    # (the same client bytes as matchbox_server's), each against it.
-    for ours_name, tag in (("chatsubo", ""), ("chatsubo-matchbox", " (matchbox protocol)")):
+    # Chatsubo's own protocol against matchbox_server, then Chatsubo through
+    # its matchbox and PeerJS endpoints against the server whose client bytes
+    # it then gets.
+    pairs = (
+        ("chatsubo", "", "matchbox_server"),
+        ("chatsubo-matchbox", " (matchbox protocol)", "matchbox_server"),
+        ("chatsubo-peerjs", " (PeerJS protocol)", "peerjs-server"),
+    )
+    for ours_name, tag, them in pairs:
         ours = {r["rate"]: r for r in relay.get(ours_name, [])}
-        theirs = {r["rate"]: r for r in relay.get("matchbox_server", [])}
+        theirs = {r["rate"]: r for r in relay.get(them, [])}
         rates = sorted(set(ours) & set(theirs))
         for rate in rates:
             a, b = ours[rate].get("server_cpu_us_per_msg"), theirs[rate].get("server_cpu_us_per_msg")
             row(f"relay{tag}, server CPU per message at {rate // 1000}k/s",
-                f"{fmt(a, 1)} µs", f"matchbox_server {fmt(b, 1)} µs", ratio(a, b))
+                f"{fmt(a, 1)} µs", f"{them} {fmt(b, 1)} µs", ratio(a, b))
         for rate in rates:
             a, b = get(ours[rate], "latency_ms", "p99"), get(theirs[rate], "latency_ms", "p99")
             row(f"relay{tag} latency p99 at {rate // 1000}k/s",
-                f"{ms(a)} ms", f"matchbox_server {ms(b)} ms", ratio(a, b))
+                f"{ms(a)} ms", f"{them} {ms(b)} ms", ratio(a, b))
 
-        if ours_name not in churn or "matchbox_server" not in churn:
+        if ours_name not in churn or them not in churn:
             continue
-        a, b = churn[ours_name][0], churn["matchbox_server"][0]
+        a, b = churn[ours_name][0], churn[them][0]
 
         def cycle_cpu(r):
             us, sys_us = r.get("server_cpu_us_per_cycle"), r.get("server_system_us_per_cycle")
             return f"{fmt(us, 0)} µs" + ("" if sys_us is None else f" ({sys_us:.0f} kernel)")
 
         row(f"churn{tag}, cycles a second", fmt(a.get("cycles_per_sec")),
-            f"matchbox_server {fmt(b.get('cycles_per_sec'))}",
+            f"{them} {fmt(b.get('cycles_per_sec'))}",
             ratio(a.get("cycles_per_sec"), b.get("cycles_per_sec")))
-        row(f"churn{tag}, server CPU per cycle", cycle_cpu(a), f"matchbox_server {cycle_cpu(b)}",
+        row(f"churn{tag}, server CPU per cycle", cycle_cpu(a), f"{them} {cycle_cpu(b)}",
             ratio(a.get("server_cpu_us_per_cycle"), b.get("server_cpu_us_per_cycle")))
         row(f"churn{tag}, join latency p50", f"{ms(get(a, 'join_latency_ms', 'p50'))} ms",
-            f"matchbox_server {ms(get(b, 'join_latency_ms', 'p50'))} ms")
+            f"{them} {ms(get(b, 'join_latency_ms', 'p50'))} ms")
         row(f"churn{tag}, server cores busy", fmt(a.get("server_cpu_cores")),
-            f"matchbox_server {fmt(b.get('server_cpu_cores'))}")
+            f"{them} {fmt(b.get('server_cpu_cores'))}")
     return "\n".join(rows)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# User-space instructions per relayed message, counted by valgrind's
+# User-space instructions per relayed message (or per churn cycle), counted by valgrind's
 # callgrind: a number that does not move with what else the machine runs,
 # for A/B work where wall-clock CPU per message is too noisy (on a shared VM
 # it moved by a quarter within the hour on the same code).
@@ -21,6 +21,10 @@
 #   scripts/instructions.sh                 logs and export
 #   scripts/instructions.sh off logs export
 #   BIN=/path/to/chatsubo scripts/instructions.sh logs   another build
+#   WORKLOAD=churn scripts/instructions.sh logs   per churn cycle instead:
+#       `chatsubo-loadgen churn --workers 10 --pause-ms 20` (connect,
+#       welcome, join, close), the cycles counted from its JSON
+#   LOADGEN=/path/to/chatsubo-loadgen   the load generator of another build
 #
 # Prints, per mode: instructions per message in all, and without sled's I/O
 # threads (callgrind runs one thread at a time, so a thread that spins on
@@ -34,11 +38,18 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "instructions: valgrind not found (apt-get install valgrind)" >&2; exit 2; }
 SHORT=${SHORT:-4}
 LONG=${LONG:-20}
+WORKLOAD=${WORKLOAD:-relay}
+case $WORKLOAD in
+  relay) unit=message ;;
+  churn) unit=cycle ;;
+  *) echo "instructions: WORKLOAD is relay or churn, not $WORKLOAD" >&2; exit 2 ;;
+esac
 modes=("$@")
 [ ${#modes[@]} -gt 0 ] || modes=(logs export)
 
 cargo build --release --locked --bins --example relay_bench >&2
 BIN=${BIN:-target/release/chatsubo}
+LOADGEN=${LOADGEN:-target/release/chatsubo-loadgen}
 work=$(mktemp -d)
 sink=""
 cleanup() {
@@ -71,23 +82,32 @@ one_run() {
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  timeout --signal=INT 300 target/release/chatsubo-loadgen --addr "127.0.0.1:$port" \
-    relay --rooms 10 --rates 500 --step-secs "$secs" >"$dir/loadgen.txt" 2>&1
+  if [ "$WORKLOAD" = churn ]; then
+    timeout --signal=INT 300 "$LOADGEN" --addr "127.0.0.1:$port" --json "$dir/loadgen.json" \
+      churn --workers 10 --pause-ms 20 --warmup-secs 0 --secs "$secs" >"$dir/loadgen.txt" 2>&1
+  else
+    timeout --signal=INT 300 "$LOADGEN" --addr "127.0.0.1:$port" \
+      relay --rooms 10 --rates 500 --step-secs "$secs" >"$dir/loadgen.txt" 2>&1
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
 }
 
-# totals DIR: "<all instructions> <sled's I/O threads> <messages sent>"
+# totals DIR: "<all instructions> <sled's I/O threads> <messages sent or cycles>"
 totals() {
   local ann all sled sent
   ann=$(callgrind_annotate --inclusive=yes "$1/cg.out" 2>/dev/null)
   all=$(grep -m1 'PROGRAM TOTALS' <<<"$ann" | awk '{print $1}' | tr -d ,)
   sled=$(grep -m1 'sled::threadpool::perform_work \[' <<<"$ann" | awk '{print $1}' | tr -d , || true)
-  sent=$(sed -n 's/.*step [0-9]*\/s: sent \([0-9]*\),.*/\1/p' "$1/loadgen.txt" | head -n1)
+  if [ "$WORKLOAD" = churn ]; then
+    sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["cycles"])' "$1/loadgen.json")
+  else
+    sent=$(sed -n 's/.*step [0-9]*\/s: sent \([0-9]*\),.*/\1/p' "$1/loadgen.txt" | head -n1)
+  fi
   echo "$all ${sled:-0} ${sent:-0}"
 }
 
-printf '%-8s %22s %32s\n' mode "instructions/message" "without sled's I/O threads"
+printf '%-8s %22s %32s\n' mode "instructions/$unit" "without sled's I/O threads"
 for mode in "${modes[@]}"; do
   one_run "$work/$mode-short" "$mode" "$SHORT" &
   short=$!
@@ -96,7 +116,7 @@ for mode in "${modes[@]}"; do
   read -r a1 s1 m1 < <(totals "$work/$mode-short")
   read -r a2 s2 m2 < <(totals "$work/$mode-long")
   if [ "$m2" -le "$m1" ]; then
-    echo "instructions: $mode: the long run sent no more messages than the short one" >&2
+    echo "instructions: $mode: the long run counted no more ${unit}s than the short one" >&2
     exit 1
   fi
   printf '%-8s %22d %32d\n' "$mode" $(((a2 - a1) / (m2 - m1))) $(((a2 - s2 - a1 + s1) / (m2 - m1)))
