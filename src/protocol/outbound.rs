@@ -190,22 +190,80 @@ pub fn relay_frame(
     traceparent: &TraceParent,
 ) -> String {
     let traceparent = traceparent.encode();
+    let traceparent = std::str::from_utf8(&traceparent).expect("hex digits are ASCII");
+    // Sized once: `data` is most of the frame, the rest is the keys, the
+    // kind, the sender's id and the 55-byte traceparent.
+    let capacity = data.get().len() + from.len() + 128;
+    if !needs_escape(from) {
+        // What serde_json writes for `RelayOut`, without its byte-by-byte
+        // escaping pass over seven strings that have nothing to escape: the
+        // keys, the kind and the traceparent are fixed ASCII, and `from` was
+        // just checked.
+        let mut out = String::with_capacity(capacity);
+        for part in [
+            r#"{"type":""#,
+            kind.as_str(),
+            r#"","from":""#,
+            from,
+            r#"","data":"#,
+            data.get(),
+            r#","traceparent":""#,
+            traceparent,
+            r#""}"#,
+        ] {
+            out.push_str(part);
+        }
+        return out;
+    }
     let relay = RelayOut {
         kind: kind.as_str(),
         from,
         data,
-        traceparent: std::str::from_utf8(&traceparent).expect("hex digits are ASCII"),
+        traceparent,
     };
-    // Sized once: `data` is most of the frame, the rest is the keys, the
-    // kind, the sender's id and the 55-byte traceparent.
-    let mut out = Vec::with_capacity(data.get().len() + from.len() + 128);
+    let mut out = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut out, &relay).expect("relay frames always serialise");
     String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Whether serde_json would escape anything in `s` (control characters,
+/// `"` and `\`; everything else, non-ASCII too, it writes as it is).
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_frame_is_what_serde_json_writes_for_any_sender() {
+        let data = RawValue::from_string(r#"{"sdp":"v=0\\r\\n","n":[1,2]}"#.into()).unwrap();
+        let tp = TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("a valid traceparent");
+        for from in [
+            "p_01J",
+            "3f1e-uuid",
+            "héllo",
+            "a\"b",
+            "back\\slash",
+            "tab\tnl\n",
+            "",
+        ] {
+            let expected = serde_json::to_string(&RelayOut {
+                kind: RelayKind::Offer.as_str(),
+                from,
+                data: &data,
+                traceparent: std::str::from_utf8(&tp.encode()).unwrap(),
+            })
+            .unwrap();
+            assert_eq!(
+                relay_frame(RelayKind::Offer, from, &data, &tp),
+                expected,
+                "{from:?}"
+            );
+        }
+    }
 
     #[test]
     fn shapes_match_the_contract() {
