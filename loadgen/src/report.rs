@@ -104,74 +104,7 @@ impl Report {
     /// Prints the rows as a table of the columns that matter for the workload.
     pub fn print_table(&self) {
         let workload = self.meta["workload"].as_str().unwrap_or("");
-        let columns: &[(&str, &str)] = match workload {
-            "idle" => &[
-                ("conns", "/connections"),
-                ("joined", "/joined"),
-                ("failed", "/failed"),
-                ("join s", "/join_secs"),
-                ("RSS before MB", "/server_rss_before_bytes"),
-                ("RSS after MB", "/server_rss_after_bytes"),
-                ("KB/conn", "/server_bytes_per_connection"),
-            ],
-            "chaos" => &[
-                ("cycle", "/cycle"),
-                ("start fails", "/start_failures"),
-                ("ready ms", "/ready_ms"),
-                ("all back ms", "/all_back_ms"),
-                ("resumed", "/resumed"),
-                ("fresh", "/fresh"),
-                ("not back", "/not_back"),
-                ("reconn p50 ms", "/reconnect_ms/p50"),
-                ("reconn p99 ms", "/reconnect_ms/p99"),
-                ("peer-joined", "/peer_joined"),
-                ("peer-left", "/peer_left"),
-                ("errors", "/errors"),
-                ("recovered", "/recovered_sessions"),
-                ("restored", "/restored_peers"),
-                ("relayed", "/received"),
-            ],
-            "flood" => &[
-                ("phase", "/phase"),
-                ("sent/s", "/send_rate"),
-                ("delivered", "/delivered_ratio"),
-                ("p50 ms", "/latency_ms/p50"),
-                ("p99 ms", "/latency_ms/p99"),
-                ("p99.9 ms", "/latency_ms/p999"),
-                ("srv cores", "/server_cpu_cores"),
-                ("lg cores", "/loadgen_cpu_cores"),
-                ("lag p99 ms", "/send_lag_ms/p99"),
-                ("flood sent", "/flood/sent"),
-                ("limited", "/flood/rate_limited"),
-                ("kicked", "/flood/kicked"),
-                ("errors", "/errors"),
-            ],
-            "relay" => &[
-                ("rate/s", "/rate"),
-                ("sent/s", "/send_rate"),
-                ("delivered", "/delivered_ratio"),
-                ("p50 ms", "/latency_ms/p50"),
-                ("p99 ms", "/latency_ms/p99"),
-                ("p99.9 ms", "/latency_ms/p999"),
-                ("srv µs/msg", "/server_cpu_us_per_msg"),
-                ("of it sys", "/server_system_us_per_msg"),
-                ("srv cores", "/server_cpu_cores"),
-                ("lg cores", "/loadgen_cpu_cores"),
-                ("lag p99 ms", "/send_lag_ms/p99"),
-                ("errors", "/errors"),
-            ],
-            _ => &[
-                ("workers", "/workers"),
-                ("cycles/s", "/cycles_per_sec"),
-                ("join p50 ms", "/join_latency_ms/p50"),
-                ("join p99 ms", "/join_latency_ms/p99"),
-                ("srv µs/cycle", "/server_cpu_us_per_cycle"),
-                ("of it sys", "/server_system_us_per_cycle"),
-                ("srv cores", "/server_cpu_cores"),
-                ("lg cores", "/loadgen_cpu_cores"),
-                ("errors", "/errors"),
-            ],
-        };
+        let columns = columns(workload);
         println!(
             "{} — {} ({})",
             workload,
@@ -224,6 +157,78 @@ impl Report {
         for why in self.failures() {
             println!("  FAILED: {why}");
         }
+    }
+}
+
+/// The table's columns for a workload: a title and a JSON pointer into a row.
+fn columns(workload: &str) -> &'static [(&'static str, &'static str)] {
+    match workload {
+        "idle" => &[
+            ("conns", "/connections"),
+            ("joined", "/joined"),
+            ("failed", "/failed"),
+            ("join s", "/join_secs"),
+            ("RSS before MB", "/server_rss_before_bytes"),
+            ("RSS after MB", "/server_rss_after_bytes"),
+            ("KB/conn", "/server_bytes_per_connection"),
+        ],
+        "chaos" => &[
+            ("cycle", "/cycle"),
+            ("start fails", "/start_failures"),
+            ("ready ms", "/ready_ms"),
+            ("all back ms", "/all_back_ms"),
+            ("resumed", "/resumed"),
+            ("fresh", "/fresh"),
+            ("not back", "/not_back"),
+            ("reconn p50 ms", "/reconnect_ms/p50"),
+            ("reconn p99 ms", "/reconnect_ms/p99"),
+            ("peer-joined", "/peer_joined"),
+            ("peer-left", "/peer_left"),
+            ("errors", "/errors"),
+            ("recovered", "/recovered_sessions"),
+            ("restored", "/restored_peers"),
+            ("relayed", "/received"),
+        ],
+        "flood" => &[
+            ("phase", "/phase"),
+            ("sent/s", "/send_rate"),
+            ("delivered", "/delivered_ratio"),
+            ("p50 ms", "/latency_ms/p50"),
+            ("p99 ms", "/latency_ms/p99"),
+            ("p99.9 ms", "/latency_ms/p999"),
+            ("srv cores", "/server_cpu_cores"),
+            ("lg cores", "/loadgen_cpu_cores"),
+            ("lag p99 ms", "/send_lag_ms/p99"),
+            ("flood sent", "/flood/sent"),
+            ("limited", "/flood/rate_limited"),
+            ("kicked", "/flood/kicked"),
+            ("errors", "/errors"),
+        ],
+        "relay" => &[
+            ("rate/s", "/rate"),
+            ("sent/s", "/send_rate"),
+            ("delivered", "/delivered_ratio"),
+            ("p50 ms", "/latency_ms/p50"),
+            ("p99 ms", "/latency_ms/p99"),
+            ("p99.9 ms", "/latency_ms/p999"),
+            ("srv µs/msg", "/server_cpu_us_per_msg"),
+            ("of it sys", "/server_system_us_per_msg"),
+            ("srv cores", "/server_cpu_cores"),
+            ("lg cores", "/loadgen_cpu_cores"),
+            ("lag p99 ms", "/send_lag_ms/p99"),
+            ("errors", "/errors"),
+        ],
+        _ => &[
+            ("workers", "/workers"),
+            ("cycles/s", "/cycles_per_sec"),
+            ("join p50 ms", "/join_latency_ms/p50"),
+            ("join p99 ms", "/join_latency_ms/p99"),
+            ("srv µs/cycle", "/server_cpu_us_per_cycle"),
+            ("of it sys", "/server_system_us_per_cycle"),
+            ("srv cores", "/server_cpu_cores"),
+            ("lg cores", "/loadgen_cpu_cores"),
+            ("errors", "/errors"),
+        ],
     }
 }
 

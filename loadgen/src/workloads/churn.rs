@@ -68,40 +68,15 @@ pub async fn run(target: Arc<Target>, args: ChurnArgs) -> Report {
     let pause = Duration::from_millis(args.pause_ms);
     let mut tasks = JoinSet::new();
     for w in 0..args.workers {
-        let (target, tally) = (target.clone(), tally.clone());
-        tasks.spawn(async move {
-            let room = room_name("churn", w / size);
-            let mut n: u64 = 0;
-            while Instant::now() < stop_at {
-                // Unique names: peerjs refuses an id still registered.
-                let key = target.key(((w as u64) << 32) | n);
-                n += 1;
-                let began = Instant::now();
-                match connect_and_join(target.protocol.as_ref(), target.addr, &room, &key).await {
-                    Ok(joined) => {
-                        let (welcome, join) = (joined.welcome_latency, joined.join_latency);
-                        client::close(joined.ws).await;
-                        let cycle = began.elapsed();
-                        if pause > Duration::ZERO {
-                            tokio::time::sleep(pause).await;
-                        }
-                        if tally.counting.load(Ordering::Relaxed) && Instant::now() <= stop_at {
-                            tally.cycles.fetch_add(1, Ordering::Relaxed);
-                            let mut h = tally.hists.lock().unwrap();
-                            stats::record(&mut h.welcome, welcome);
-                            stats::record(&mut h.join, join);
-                            stats::record(&mut h.cycle, cycle);
-                        }
-                    }
-                    Err(err) => {
-                        tally.errors.fetch_add(1, Ordering::Relaxed);
-                        tally.first_error.lock().unwrap().get_or_insert(err);
-                        // Don't spin on a refusing server.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        });
+        let room = room_name("churn", w / size);
+        tasks.spawn(cycle_worker(
+            target.clone(),
+            tally.clone(),
+            room,
+            w,
+            pause,
+            stop_at,
+        ));
     }
 
     tokio::time::sleep_until(measure_from.into()).await;
@@ -149,6 +124,48 @@ pub async fn run(target: Arc<Target>, args: ChurnArgs) -> Report {
     report.set("join_note", json!(target.protocol.join_note()));
     report.push(row);
     report
+}
+
+/// Worker `w`: connect, welcome, join, close, (pause,) again until
+/// `stop_at`; counted while the driver says so.
+async fn cycle_worker(
+    target: Arc<Target>,
+    tally: Arc<Tally>,
+    room: String,
+    w: usize,
+    pause: Duration,
+    stop_at: Instant,
+) {
+    let mut n: u64 = 0;
+    while Instant::now() < stop_at {
+        // Unique names: peerjs refuses an id still registered.
+        let key = target.key(((w as u64) << 32) | n);
+        n += 1;
+        let began = Instant::now();
+        match connect_and_join(target.protocol.as_ref(), target.addr, &room, &key).await {
+            Ok(joined) => {
+                let (welcome, join) = (joined.welcome_latency, joined.join_latency);
+                client::close(joined.ws).await;
+                let cycle = began.elapsed();
+                if pause > Duration::ZERO {
+                    tokio::time::sleep(pause).await;
+                }
+                if tally.counting.load(Ordering::Relaxed) && Instant::now() <= stop_at {
+                    tally.cycles.fetch_add(1, Ordering::Relaxed);
+                    let mut h = tally.hists.lock().unwrap();
+                    stats::record(&mut h.welcome, welcome);
+                    stats::record(&mut h.join, join);
+                    stats::record(&mut h.cycle, cycle);
+                }
+            }
+            Err(err) => {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+                tally.first_error.lock().unwrap().get_or_insert(err);
+                // Don't spin on a refusing server.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 fn json_args(args: &ChurnArgs) -> Value {
