@@ -117,6 +117,26 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// The status code of a plain GET of `path` over TLS through nginx.
+    async fn https_status(&self, path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpStream::connect(("127.0.0.1", self.tls)).await.unwrap();
+        let name = ServerName::try_from("chat.example.org").unwrap();
+        let mut tls = self.tls_connector().connect(name, tcp).await.expect("TLS");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: chat.example.org\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut head)).await;
+        let head = String::from_utf8_lossy(&head);
+        let status = head.split(' ').nth(1).unwrap_or_default();
+        status
+            .parse()
+            .unwrap_or_else(|_| panic!("no status line in {head:?}"))
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -200,4 +220,8 @@ async fn two_clients_over_wss_through_nginx_relay_and_are_stored_with_their_own_
         res.headers()["location"].to_str().unwrap(),
         "https://chat.example.org/?room=x"
     );
+
+    // The metrics are not served to the internet; /health is.
+    assert_eq!(nginx.https_status("/metrics").await, 404);
+    assert_eq!(nginx.https_status("/health").await, 200);
 }
