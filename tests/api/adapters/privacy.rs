@@ -80,16 +80,13 @@ async fn peerjs_tokens_and_relayed_payloads_reach_no_log_store_or_api() {
     assert!(sessions.contains("\"protocol\":\"peerjs\""), "{sessions}");
     assert!(sessions.contains("\"protocol\":\"matchbox\""), "{sessions}");
     let mut api = sessions;
-    for path in ["/api/rooms", "/api/stats", "/api/churn", "/metrics"] {
-        api.push_str(
-            &reqwest::get(format!("{base}{path}"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
-    }
+    api.push_str(
+        &bodies_of(
+            &base,
+            &["/api/rooms", "/api/stats", "/api/churn", "/metrics"],
+        )
+        .await,
+    );
     let (status, dir, stdout) = tokio::task::spawn_blocking(move || app.terminate())
         .await
         .unwrap();

@@ -39,3 +39,14 @@ pub async fn api_until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The bodies of `paths` on the server at `base` (`http://…`), one after
+/// another: for searching everything the HTTP side shows at once.
+pub async fn bodies_of(base: &str, paths: &[&str]) -> String {
+    let mut all = String::new();
+    for path in paths {
+        let res = reqwest::get(format!("{base}{path}")).await.unwrap();
+        all.push_str(&res.text().await.unwrap());
+    }
+    all
+}

@@ -165,16 +165,13 @@ async fn the_secret_and_the_credentials_reach_no_log_store_or_api() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    for path in ["/api/sessions", "/api/rooms", "/api/stats", "/metrics"] {
-        api.push_str(
-            &reqwest::get(format!("{base}{path}"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
-    }
+    api.push_str(
+        &bodies_of(
+            &base,
+            &["/api/sessions", "/api/rooms", "/api/stats", "/metrics"],
+        )
+        .await,
+    );
     let (status, dir, stdout) = tokio::task::spawn_blocking(move || app.terminate())
         .await
         .unwrap();
