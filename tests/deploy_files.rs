@@ -20,7 +20,7 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-/// The alerts of issue 5, with their severities.
+/// The alerts docs/runbook.md documents, with their severities.
 const ALERTS: &[(&str, &str)] = &[
     ("ChatsuboDown", "critical"),
     ("ChatsuboHighErrorRate", "warning"),
@@ -262,7 +262,7 @@ fn alerts_are_exactly_those_of_issue_5_with_labels_and_annotations() {
     let expected: Vec<&str> = ALERTS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names, expected,
-        "alerts.yml must hold exactly the alerts of issue 5"
+        "alerts.yml must hold exactly the alerts of docs/runbook.md"
     );
 
     for rule in &rules {
