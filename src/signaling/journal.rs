@@ -27,9 +27,9 @@ macro_rules! room_line {
         tracing::info!(
             target: TARGET,
             event = $event,
-            session_id = %$journal.session_id,
-            peer_id = %$peer,
-            room = %$room,
+            session_id = $journal.session_id,
+            peer_id = $peer,
+            room = $room.as_str(),
             $($rest)+
         )
     };
@@ -162,7 +162,7 @@ impl<'a> Journal<'a> {
         tracing::info!(
             target: TARGET,
             event = "resume_failed",
-            session_id = %self.session_id,
+            session_id = self.session_id,
             outcome,
             "resume token refused; joining afresh"
         );
@@ -309,7 +309,7 @@ impl<'a> Journal<'a> {
         tracing::debug!(
             target: TARGET,
             event = "client_telemetry",
-            session_id = %self.session_id,
+            session_id = self.session_id,
             telemetry_event = event.event_name(),
             "client telemetry"
         );
