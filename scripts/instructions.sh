@@ -17,6 +17,9 @@
 #            examples/relay_bench.rs (RELAY_BENCH_SINK_ONLY) on a free port
 #   sampled  the same with parent-based ratio sampling at SAMPLE_RATIO
 #            (default 0.01), as docs/observability.md advises a busy server
+#   matchbox matchbox_server 0.15 (target/peers/bin, as scripts/bench-compare.sh
+#            installs it) under the same load through its own protocol
+#            (`chatsubo-loadgen --protocol matchbox`): the count to compare with
 #
 #   scripts/instructions.sh                 logs and export
 #   scripts/instructions.sh off logs export
@@ -48,6 +51,10 @@ modes=("$@")
 [ ${#modes[@]} -gt 0 ] || modes=(logs export)
 
 cargo build --release --locked --bins --example relay_bench >&2
+if [[ " ${modes[*]} " == *" matchbox "* && ! -x target/peers/bin/matchbox_server ]]; then
+  echo "instructions: target/peers/bin/matchbox_server is missing (scripts/bench-compare.sh installs it)" >&2
+  exit 2
+fi
 BIN=${BIN:-target/release/chatsubo}
 LOADGEN=${LOADGEN:-target/release/chatsubo-loadgen}
 work=$(mktemp -d)
@@ -72,21 +79,29 @@ one_run() {
   local dir=$1 mode=$2 secs=$3 port
   mkdir -p "$dir"
   port=$(free_port)
-  mode_setup "$mode" "$sink_port" || { echo "instructions: unknown mode $mode" >&2; return 2; }
+  local server protocol=()
+  if [ "$mode" = matchbox ]; then
+    server=(target/peers/bin/matchbox_server "127.0.0.1:$port")
+    mode_env=()
+    protocol=(--protocol matchbox)
+  else
+    mode_setup "$mode" "$sink_port" || { echo "instructions: unknown mode $mode" >&2; return 2; }
+    server=("$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs"
+      --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${mode_flags[@]}")
+  fi
   env "${MODE_UNSET[@]}" "${mode_env[@]}" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
-    "$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs" \
-    --rate-limit-per-sec 1000 --rate-limit-burst 2000 "${mode_flags[@]}" \
-    >"$dir/server.log" 2>"$dir/valgrind.log" &
+    "${server[@]}" >"$dir/server.log" 2>"$dir/valgrind.log" &
   local pid=$!
+  # matchbox_server has no health endpoint: any answer on the port will do.
   for _ in $(seq 300); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    curl -sS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && break
     sleep 0.2
   done
   if [ "$WORKLOAD" = churn ]; then
-    timeout --signal=INT 300 "$LOADGEN" --addr "127.0.0.1:$port" --json "$dir/loadgen.json" \
+    timeout --signal=INT 300 "$LOADGEN" "${protocol[@]}" --addr "127.0.0.1:$port" --json "$dir/loadgen.json" \
       churn --workers 10 --pause-ms 20 --warmup-secs 0 --secs "$secs" >"$dir/loadgen.txt" 2>&1
   else
-    timeout --signal=INT 300 "$LOADGEN" --addr "127.0.0.1:$port" \
+    timeout --signal=INT 300 "$LOADGEN" "${protocol[@]}" --addr "127.0.0.1:$port" \
       relay --rooms 10 --rates 500 --step-secs "$secs" >"$dir/loadgen.txt" 2>&1
   fi
   kill -TERM "$pid"
