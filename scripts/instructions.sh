@@ -79,11 +79,14 @@ one_run() {
   local dir=$1 mode=$2 secs=$3 port
   mkdir -p "$dir"
   port=$(free_port)
-  local server protocol=()
+  # Ready when /health answers 200; matchbox_server has no health
+  # endpoint, so any answer on its port will do.
+  local server protocol=() ready=(-fsS)
   if [ "$mode" = matchbox ]; then
     server=(target/peers/bin/matchbox_server "127.0.0.1:$port")
     mode_env=()
     protocol=(--protocol matchbox)
+    ready=(-sS)
   else
     mode_setup "$mode" "$sink_port" || { echo "instructions: unknown mode $mode" >&2; return 2; }
     server=("$BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" --log-dir "$dir/logs"
@@ -92,9 +95,8 @@ one_run() {
   env "${MODE_UNSET[@]}" "${mode_env[@]}" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$dir/cg.out" \
     "${server[@]}" >"$dir/server.log" 2>"$dir/valgrind.log" &
   local pid=$!
-  # matchbox_server has no health endpoint: any answer on the port will do.
   for _ in $(seq 300); do
-    curl -sS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && break
+    curl "${ready[@]}" -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && break
     sleep 0.2
   done
   if [ "$WORKLOAD" = churn ]; then

@@ -249,7 +249,7 @@ fn every_dashboard_panel_family_is_covered() {
 }
 
 #[test]
-fn alerts_are_exactly_those_of_issue_5_with_labels_and_annotations() {
+fn alerts_are_exactly_those_of_the_runbook_with_labels_and_annotations() {
     let rules = alert_rules();
     let runbook = read("docs/runbook.md");
     let anchors: BTreeSet<String> = runbook
