@@ -49,7 +49,8 @@ pub fn decode_session(key: &[u8], bytes: &[u8]) -> anyhow::Result<SessionRecord>
     Ok(record)
 }
 
-/// The value of a session record (schema v4: no session id, nulls or zeros).
+/// The value of a session record (schema v4: no session id, nulls or zeros;
+/// v5: the events of its first batch inside).
 pub fn encode_session(session: &SessionRecord) -> anyhow::Result<Vec<u8>> {
     serde_json::to_vec(session).context("encoding a session")
 }

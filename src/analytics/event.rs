@@ -1,6 +1,6 @@
 //! What is recorded: events as the connection loop reports them, and the
 //! session record the writer keeps for each connection. Stored values are
-//! JSON with times as unix milliseconds (schema v1, see `migrations-notes/`).
+//! JSON with times as unix milliseconds (see `migrations-notes/`).
 //! Relayed `data`, resume tokens and the API token have no field here.
 
 use serde::{Deserialize, Serialize};
@@ -251,6 +251,12 @@ pub struct SessionRecord {
     /// The wire protocol it spoke (left out for Chatsubo's own).
     #[serde(default, skip_serializing_if = "Protocol::is_native")]
     pub protocol: Protocol,
+    /// The events of the writer batch the session began in (schema v5):
+    /// they go into the record, which that batch writes anyway, instead of
+    /// an `events` record of their own. Later batches' events are
+    /// `events` records. Never part of the API's session object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StoredEvent>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -284,6 +290,7 @@ impl SessionRecord {
             errors: 0,
             room_full_rejections: 0,
             protocol,
+            events: Vec::new(),
         }
     }
 

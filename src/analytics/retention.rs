@@ -26,7 +26,8 @@ const CHUNK_PAUSE: Duration = Duration::from_millis(20);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub sessions: usize,
-    /// `events` records: one per session and writer batch (schema v3).
+    /// `events` records: one per session and writer batch after its first
+    /// (schema v5; v3 and v4 also had one for the first).
     pub event_records: usize,
     pub buckets: usize,
     pub rooms: usize,

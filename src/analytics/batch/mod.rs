@@ -18,6 +18,11 @@ use super::resume_state::{self, ResumeChange, ResumeRecord};
 use super::store::{Batch, Store, Tree};
 use crate::protocol::session_of_peer;
 
+/// Most events kept in a session's record (schema v5); the rest of its
+/// first batch's go into an `events` record. Every later batch that touches
+/// the session rewrites its record, so this bounds what each rewrite costs.
+pub const MAX_EVENTS_IN_RECORD: usize = 16;
+
 /// Applies a batch of events to the store (blocking).
 pub fn apply_events(store: &dyn Store, events: &[Event]) -> anyhow::Result<()> {
     let batch = prepare_batch(store, events)?;
@@ -334,20 +339,32 @@ impl BatchState {
         Ok(())
     }
 
-    /// Keeps the event for its session's event list. Events of a session
-    /// the store does not know (its connect was dropped, or retention
-    /// removed it) count in the totals only. A connect whose peer id was
-    /// made for the session says nothing its record does not (schema v4):
+    /// Keeps the event for its session's event list: in the session's
+    /// record when the session began in this batch (schema v5), else in the
+    /// session's `events` record of this batch. Events of a session the
+    /// store does not know (its connect was dropped, or retention removed
+    /// it) count in the totals only. A connect whose peer id was made for
+    /// the session says nothing its record does not (schema v4):
     /// `query::session` lists it from there.
     fn keep_event(&mut self, store: &dyn Store, event: &Event) -> anyhow::Result<()> {
         let id = event.session;
         let in_record = matches!(&event.kind, EventKind::Connect { peer, .. }
             if session_of_peer(peer) == Some(id));
-        if event.kind.is_stored() && !in_record && self.session(store, id)?.is_some() {
-            let stored = StoredEvent {
-                at: event.at_ms,
-                kind: event.kind.clone(),
-            };
+        if !event.kind.is_stored() || in_record {
+            return Ok(());
+        }
+        let opened_here = self.opened.contains(&id);
+        let Some(session) = self.session(store, id)? else {
+            return Ok(());
+        };
+        let stored = StoredEvent {
+            at: event.at_ms,
+            kind: event.kind.clone(),
+        };
+        if opened_here && session.events.len() < MAX_EVENTS_IN_RECORD {
+            // The batch writes this record anyway (schema v5).
+            session.events.push(stored);
+        } else {
             self.events
                 .entry(id)
                 .or_insert_with(|| EventGroup {

@@ -7,7 +7,7 @@ use std::ops::Bound;
 use serde::Serialize;
 
 use crate::analytics::codec::{RoomStats, decode_events, decode_room, decode_session};
-use crate::analytics::event::EventKind;
+use crate::analytics::event::{EventKind, StoredEvent};
 use crate::analytics::keys::{self, ChurnCounts};
 use crate::analytics::store::{Store, Tree};
 
@@ -84,17 +84,41 @@ fn rank<T: Copy>(values: &[T], p: f64) -> T {
     values[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
 }
 
+/// Counts a client's report of a peer connection into `stats`, its time
+/// into `times`.
+fn count_peer_connection(event: &StoredEvent, stats: &mut Stats, times: &mut Vec<f64>) {
+    let EventKind::Telemetry(t) = &event.kind else {
+        return;
+    };
+    if t.event != "peer-connection" {
+        return;
+    }
+    match t.outcome.as_deref() {
+        Some("connected") => {
+            stats.peer_connections += 1;
+            if t.path.as_deref() == Some("relay") {
+                stats.relayed_connections += 1;
+            }
+            times.extend(t.ms);
+        }
+        Some("failed") => stats.failed_peer_connections += 1,
+        _ => {}
+    }
+}
+
 /// What the clients of the sessions in the range reported about their peer
-/// connections: one scan of those sessions' events (keyed by session id,
-/// so by connection time).
+/// connections in later batches than their first: one scan of those
+/// sessions' `events` records (keyed by session id, so by connection time).
+/// The first batch's are in the session records (schema v5), which
+/// [`session_stats`] reads.
 fn peer_connection_stats(
     store: &dyn Store,
     (since_ms, until_ms): (u64, u64),
     stats: &mut Stats,
+    times: &mut Vec<f64>,
 ) -> anyhow::Result<()> {
     let first = keys::first_id_at(since_ms);
     let last = keys::last_id_at(until_ms - 1);
-    let mut times = Vec::new();
     let mut failure = None;
     store.scan(
         Tree::Events,
@@ -102,44 +126,24 @@ fn peer_connection_stats(
         Bound::Included(&keys::event_key(last, u64::MAX, u64::MAX)),
         false,
         &mut |_, v| {
-            let group = match decode_events(v) {
-                Ok(group) => group,
+            match decode_events(v) {
+                Ok(group) => {
+                    for event in &group {
+                        count_peer_connection(event, stats, times);
+                    }
+                }
                 Err(e) => {
                     failure = Some(e);
                     return false;
-                }
-            };
-            for event in group {
-                let EventKind::Telemetry(t) = event.kind else {
-                    continue;
-                };
-                if t.event != "peer-connection" {
-                    continue;
-                }
-                match t.outcome.as_deref() {
-                    Some("connected") => {
-                        stats.peer_connections += 1;
-                        if t.path.as_deref() == Some("relay") {
-                            stats.relayed_connections += 1;
-                        }
-                        times.extend(t.ms);
-                    }
-                    Some("failed") => stats.failed_peer_connections += 1,
-                    _ => {}
                 }
             }
             true
         },
     )?;
-    if let Some(e) = failure {
-        return Err(e);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if !times.is_empty() {
-        times.sort_unstable_by(f64::total_cmp);
-        stats.p50_peer_connect_ms = Some(rank(&times, 0.50));
-        stats.p95_peer_connect_ms = Some(rank(&times, 0.95));
-    }
-    Ok(())
 }
 
 /// `GET /api/stats`.
@@ -174,6 +178,7 @@ pub fn session_stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow:
         return Ok(stats);
     }
     let mut durations = Vec::new();
+    let mut times = Vec::new();
     let mut failure = None;
     store.scan(
         Tree::Sessions,
@@ -191,6 +196,9 @@ pub fn session_stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow:
                         stats.reconnects += 1;
                     }
                     stats.room_full_rejections += s.room_full_rejections;
+                    for event in &s.events {
+                        count_peer_connection(event, &mut stats, &mut times);
+                    }
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -209,7 +217,12 @@ pub fn session_stats(store: &dyn Store, since_ms: u64, until_ms: u64) -> anyhow:
         stats.p50_duration_ms = Some(rank(&durations, 0.50));
         stats.p95_duration_ms = Some(rank(&durations, 0.95));
     }
-    peer_connection_stats(store, (since_ms, until_ms), &mut stats)?;
+    peer_connection_stats(store, (since_ms, until_ms), &mut stats, &mut times)?;
+    if !times.is_empty() {
+        times.sort_unstable_by(f64::total_cmp);
+        stats.p50_peer_connect_ms = Some(rank(&times, 0.50));
+        stats.p95_peer_connect_ms = Some(rank(&times, 0.95));
+    }
     store.scan(
         Tree::Peaks,
         Bound::Included(&keys::peak_key(keys::bucket_start(since_ms))),

@@ -202,8 +202,10 @@ pub fn session_with_events(
     let Some(value) = store.get(Tree::Sessions, &key)? else {
         return Ok(None);
     };
-    let record = decode_session(&key, &value)?;
-    let mut events = Vec::new();
+    let mut record = decode_session(&key, &value)?;
+    // The first batch's events are in the record (schema v5), the later
+    // ones in `events` records.
+    let mut events = std::mem::take(&mut record.events);
     let mut failure = None;
     scan_prefix(store, Tree::Events, &key, false, &mut |_, v| {
         match decode_events(v) {

@@ -8,6 +8,7 @@ mod v0_to_v1;
 mod v1_to_v2;
 mod v2_to_v3;
 mod v3_to_v4;
+mod v4_to_v5;
 mod versions;
 
 use chatsubo::analytics::{self, SledOptions};
