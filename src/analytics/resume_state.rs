@@ -9,7 +9,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys;
 use super::store::{Store, StoreError, Tree, Visit};
 
 /// Bytes of a token id (the public half of a resume token).
@@ -112,7 +111,9 @@ pub struct StoredPeer {
 /// peer ids never hold a `0x00` byte; all the peers of a room share the
 /// prefix `room ++ 0x00`.
 pub fn resume_key(room: &str, peer: &str) -> Vec<u8> {
-    let mut key = keys::index_prefix(room);
+    let mut key = Vec::with_capacity(room.len() + 1 + peer.len());
+    key.extend_from_slice(room.as_bytes());
+    key.push(0);
     key.extend_from_slice(peer.as_bytes());
     key
 }
@@ -252,6 +253,7 @@ fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::keys;
 
     #[test]
     fn keys_round_trip_and_group_a_room() {

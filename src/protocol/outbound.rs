@@ -159,7 +159,11 @@ impl<'a> ServerMessage<'a> {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("server messages always serialise")
+        // Most messages fit in the first allocation, instead of growing
+        // through six (8, 16, … 256 bytes) as an empty buffer would.
+        let mut out = Vec::with_capacity(256);
+        serde_json::to_writer(&mut out, self).expect("server messages always serialise");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 
     /// An `error` message for a protocol error.

@@ -137,6 +137,16 @@ struct SpanFields {
 }
 
 impl SpanFields {
+    /// For an event's own fields: a line's `event`, `session_id`,
+    /// `peer_id`, `room`, `message` and what else it names fit without
+    /// growing (a span's take the smaller default).
+    fn for_event() -> Self {
+        SpanFields {
+            text: String::with_capacity(256),
+            names: Vec::with_capacity(8),
+        }
+    }
+
     fn set(&mut self, name: &'static str, value: impl FnOnce(&mut String)) {
         if let Some(i) = self.names.iter().position(|(n, _)| *n == name) {
             // A field recorded again (rare): rebuild without its old value.
@@ -285,12 +295,12 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = SpanFields::default();
+        let mut fields = SpanFields::for_event();
         event.record(&mut fields);
         let meta = event.metadata();
         let mut line = String::with_capacity(384);
         line.push_str("{\"timestamp\":\"");
-        line.push_str(&crate::timefmt::rfc3339_millis(OffsetDateTime::now_utc()));
+        crate::timefmt::push_rfc3339_millis(&mut line, OffsetDateTime::now_utc());
         line.push_str("\",\"level\":\"");
         line.push_str(meta.level().as_str());
         line.push_str("\",\"target\":");
@@ -330,12 +340,15 @@ where
             }
         }
         if let Some(ids) = ids.or_else(|| self.trace_ids(&spans)) {
-            let _ = write!(
-                line,
-                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                hex::encode(ids.trace_id),
-                hex::encode(ids.span_id)
-            );
+            let mut trace_id = [0u8; 32];
+            let mut span_id = [0u8; 16];
+            hex::encode_to_slice(ids.trace_id, &mut trace_id).expect("32 hex digits");
+            hex::encode_to_slice(ids.span_id, &mut span_id).expect("16 hex digits");
+            line.push_str(",\"trace_id\":\"");
+            line.push_str(std::str::from_utf8(&trace_id).expect("hex is ASCII"));
+            line.push_str("\",\"span_id\":\"");
+            line.push_str(std::str::from_utf8(&span_id).expect("hex is ASCII"));
+            line.push('"');
         }
         line.push_str("}\n");
         for writer in &self.writers {
