@@ -9,6 +9,13 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 
+/// The batch's maps hash with foldhash, seeded per process, for less than
+/// SipHash costs the writer's thread. Their keys (session ids, room
+/// names, resume keys) number at most a batch's events, so a client that
+/// aimed for collisions could only slow that one batch, off the hot path.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 use anyhow::Context;
 
 use super::codec::{self, RoomStats};
@@ -49,18 +56,18 @@ pub fn prepare_batch(store: &dyn Store, events: &[Event]) -> anyhow::Result<Batc
 struct BatchState {
     /// Index writes (`by_room`, `by_peer`) in the order they happened.
     indexes: Batch,
-    sessions: HashMap<u128, Option<SessionRecord>>,
+    sessions: Map<u128, Option<SessionRecord>>,
     /// Each session's events of this batch, in order: stored as one value,
     /// keyed by the first of them (schema v3).
-    events: HashMap<u128, EventGroup>,
-    churn: HashMap<Vec<u8>, ChurnCounts>,
-    rooms: HashMap<String, RoomStats>,
-    peaks: HashMap<u64, u64>,
+    events: Map<u128, EventGroup>,
+    churn: Map<Vec<u8>, ChurnCounts>,
+    rooms: Map<String, RoomStats>,
+    peaks: Map<u64, u64>,
     /// Resume records by key: whether the store held one before this
     /// batch, and the record at its end (`None`: none, deleted).
-    resume: HashMap<Vec<u8>, (bool, Option<ResumeRecord>)>,
+    resume: Map<Vec<u8>, (bool, Option<ResumeRecord>)>,
     /// Sessions that began in this batch.
-    opened: HashSet<u128>,
+    opened: Set<u128>,
     /// Sessions ended in this batch.
     ended: Vec<u128>,
 }

@@ -1,8 +1,6 @@
 //! The order a batch's writes go to the store in, so that a crash that
 //! keeps any prefix of them leaves the history recoverable.
 
-use std::collections::HashSet;
-
 use super::BatchState;
 use crate::analytics::codec;
 use crate::analytics::keys;
@@ -21,7 +19,7 @@ impl BatchState {
     /// indexes and events that point at them.
     pub(super) fn finish(self) -> anyhow::Result<Batch> {
         let mut batch = Batch::default();
-        let ended: HashSet<u128> = self.ended.iter().copied().collect();
+        let ended: super::Set<u128> = self.ended.iter().copied().collect();
         for id in &self.opened {
             if !ended.contains(id) {
                 batch.put(Tree::Open, keys::session_key(*id), []);

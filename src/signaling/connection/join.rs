@@ -80,6 +80,12 @@ impl Connection {
             return Err("expired");
         };
         self.peer_id = peer_id;
+        // The spans were opened under the peer id this connection was
+        // given; from here on it is the resumed one.
+        if !self.span.is_disabled() {
+            self.span.record("peer_id", &*self.peer_id);
+            tracing::Span::current().record("peer_id", &*self.peer_id);
+        }
         self.bind_token(&r);
         self.journal()
             .resumed(room, &self.peer_id, &resumed_from, size);
@@ -165,16 +171,12 @@ impl Connection {
         });
     }
 
-    /// Remembers the room, and names it (and the peer) on the spans.
+    /// Remembers the room, and names it on the spans.
     pub(super) fn in_room(&mut self, room: Arc<Room>) {
         if !self.span.is_disabled() {
             let name = room.name().as_str();
-            let peer = &*self.peer_id;
             self.span.record("room", name);
-            self.span.record("peer_id", peer);
-            let current = tracing::Span::current();
-            current.record("room", name);
-            current.record("peer_id", peer);
+            tracing::Span::current().record("room", name);
         }
         self.room = Some(room);
         self.ever_joined = true;
