@@ -212,10 +212,12 @@ impl Visit for SpanFields {
 
 /// Appends `value` as a JSON string; plain text (ids, names) is copied as is.
 fn push_json_str(out: &mut String, value: &str) {
-    if value
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
+    // Every byte is tested, without stopping at the first that needs
+    // escaping: a loop with no early exit is one the compiler vectorizes.
+    let plain = value.bytes().fold(true, |plain, b| {
+        plain & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
         out.push('"');
         out.push_str(value);
         out.push('"');
@@ -431,6 +433,20 @@ mod tests {
     fn error_chain_names_every_cause() {
         let err = Outer(std::io::Error::other("root cause"));
         assert_eq!(error_chain(&err), "outer: root cause");
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0u8..=0x7f).map(|b| format!("ab{}cd", b as char)).collect();
+        texts.extend(
+            ["", "p_01JD", "é", "\u{2028}", "a\"b\\c\n", &"x".repeat(100)].map(String::from),
+        );
+        texts.push(format!("{}\u{1}", "y".repeat(40)));
+        for text in texts {
+            let mut out = String::new();
+            push_json_str(&mut out, &text);
+            assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]
