@@ -1,8 +1,13 @@
 //! Timestamps as the contracts write them: RFC 3339, UTC, milliseconds.
 
 use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
+
+/// What [`rfc3339_millis`] writes, in the `time` crate's terms.
+const RFC3339_MILLIS_UTC: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// `2026-11-28T05:00:00.123Z`
 pub fn rfc3339_millis(at: OffsetDateTime) -> String {
@@ -13,17 +18,15 @@ pub fn rfc3339_millis(at: OffsetDateTime) -> String {
 
 /// Appends `at` as [`rfc3339_millis`] writes it. Every log line starts
 /// with one: the fixed-width fields are written digit by digit, which
-/// costs a tenth of the `time` crate's general formatter (years outside
+/// costs a sixth of the `time` crate's general formatter (years outside
 /// 0000 to 9999, which no clock reads, go through that formatter).
 pub fn push_rfc3339_millis(out: &mut String, at: OffsetDateTime) {
     let at = at.to_offset(time::UtcOffset::UTC);
     let year = at.year();
     if !(0..=9999).contains(&year) {
         out.push_str(
-            &at.format(format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            ))
-            .expect("formatting a UTC time cannot fail"),
+            &at.format(RFC3339_MILLIS_UTC)
+                .expect("formatting a UTC time cannot fail"),
         );
         return;
     }
@@ -62,15 +65,12 @@ mod tests {
 
     #[test]
     fn writes_what_the_time_crates_formatter_writes() {
-        let general = format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
         let mut rng = rand::rng();
         let check = |at: OffsetDateTime| {
             let mut line = String::from("{");
             push_rfc3339_millis(&mut line, at);
             let utc = at.to_offset(time::UtcOffset::UTC);
-            assert_eq!(line[1..], utc.format(general).unwrap(), "{at}");
+            assert_eq!(line[1..], utc.format(RFC3339_MILLIS_UTC).unwrap(), "{at}");
         };
         check(OffsetDateTime::UNIX_EPOCH);
         check(parse_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap());

@@ -75,7 +75,13 @@ pub fn valid_name(name: &str) -> bool {
 
 /// The prefix of every index key of `name`.
 pub fn index_prefix(name: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(name.len() + 1 + SESSION_KEY_LEN);
+    prefix_with_room(name, SESSION_KEY_LEN)
+}
+
+/// `name`'s prefix, in a buffer with room for `tail` more bytes: the key
+/// that extends it is built in one allocation.
+pub fn prefix_with_room(name: &str, tail: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1 + tail);
     key.extend_from_slice(name.as_bytes());
     key.push(0);
     key

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::keys;
 use super::store::{Store, StoreError, Tree, Visit};
 
 /// Bytes of a token id (the public half of a resume token).
@@ -111,9 +112,7 @@ pub struct StoredPeer {
 /// peer ids never hold a `0x00` byte; all the peers of a room share the
 /// prefix `room ++ 0x00`.
 pub fn resume_key(room: &str, peer: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(room.len() + 1 + peer.len());
-    key.extend_from_slice(room.as_bytes());
-    key.push(0);
+    let mut key = keys::prefix_with_room(room, peer.len());
     key.extend_from_slice(peer.as_bytes());
     key
 }
@@ -253,7 +252,6 @@ fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::keys;
 
     #[test]
     fn keys_round_trip_and_group_a_room() {

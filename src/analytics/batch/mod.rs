@@ -9,13 +9,6 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 
-/// The batch's maps hash with foldhash, seeded per process, for less than
-/// SipHash costs the writer's thread. Their keys (session ids, room
-/// names, resume keys) number at most a batch's events, so a client that
-/// aimed for collisions could only slow that one batch, off the hot path.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type Set<K> = HashSet<K, foldhash::fast::RandomState>;
-
 use anyhow::Context;
 
 use super::codec::{self, RoomStats};
@@ -24,6 +17,13 @@ use super::keys::{self, ChurnCounts};
 use super::resume_state::{self, ResumeChange, ResumeRecord};
 use super::store::{Batch, Store, Tree};
 use crate::protocol::session_of_peer;
+
+/// The batch's maps hash with foldhash, seeded per process, for less than
+/// SipHash costs the writer's thread. Their keys (session ids, room
+/// names, resume keys) number at most a batch's events, so a client that
+/// aimed for collisions could only slow that one batch, off the hot path.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Most events kept in a session's record (schema v5); the rest of its
 /// first batch's go into an `events` record. Every later batch that touches
